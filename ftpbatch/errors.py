@@ -1,0 +1,68 @@
+"""One exception tree for ftpbatch; every error carries its contract code.
+
+::
+
+    FtpbatchError                 code, message (one sentence: what to fix)
+     ├── UsageError               bad command-line use (exit code 2)
+     ├── ConfigError              unreadable or invalid settings
+     ├── ProductError             unknown product, duplicate name, bad option
+     ├── LoginRefused             FTP login refused (001 credentials, 007 IP)
+     ├── BatchRejected            a whole file refused (100, 101, 001, 130, 131)
+     ├── ConnectorError           upstream trouble, mapped at the connector edge
+     └── LedgerError              the ledger could not do what was asked
+
+Row-level problems (105, 107, 113, ...) are not exceptions: they are values in
+the rules' output columns, because a million rows must not raise a million
+times.
+"""
+
+from __future__ import annotations
+
+from . import codes
+
+
+class FtpbatchError(Exception):
+    """Base of every error ftpbatch raises on purpose."""
+
+    code: str = codes.E_INTERNAL
+    exit_code: int = 1
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:  # "error 105: ..." is what users grep for
+        return f"error {self.code}: {self.message}"
+
+
+class UsageError(FtpbatchError):
+    code = codes.E_PARAMETERS
+    exit_code = 2
+
+
+class ConfigError(FtpbatchError):
+    code = codes.E_PARAMETERS
+
+
+class ProductError(FtpbatchError):
+    code = codes.E_PARAMETERS
+
+
+class LoginRefused(FtpbatchError):
+    code = codes.E_AUTH
+
+
+class BatchRejected(FtpbatchError):
+    """A file-level problem: the batch gets a ``rejected`` summary, no messages."""
+
+    code = codes.E_MALFORMED
+
+
+class ConnectorError(FtpbatchError):
+    code = codes.E_INTERNAL
+
+
+class LedgerError(FtpbatchError):
+    code = codes.E_INTERNAL

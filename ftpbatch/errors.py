@@ -59,6 +59,11 @@ class BatchRejected(FtpbatchError):
 
     code = codes.E_MALFORMED
 
+    def __init__(self, message: str, code: str | None = None, duplicate_of: str | None = None) -> None:
+        super().__init__(message, code)
+        #: For 130: the id of the earlier batch with the same bytes.
+        self.duplicate_of = duplicate_of
+
 
 class ConnectorError(FtpbatchError):
     code = codes.E_INTERNAL

@@ -1,0 +1,335 @@
+"""The operator's command line (DESIGN.md §10). Thin: parse flags, call the stages, map errors.
+
+Exit codes: 0 ok, 1 operational error, 2 usage error; an error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .config import DEFAULT_TOML, Settings, load_settings
+from .errors import FtpbatchError, ProductError, UsageError
+from .ledger import Ledger
+from .models import Product, check_product_name, parse_allow_ip
+from .passwords import hash_password
+from .report.files import Counts, iso, summary_document
+from .storage import LocalStorage
+
+log = logging.getLogger("ftpbatch")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _product_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--password-stdin", action="store_true", help="read the FTP password from standard input")
+    parser.add_argument("--allow-ip", help="addresses and CIDR blocks allowed to log in, comma-separated ('' = any)")
+    parser.add_argument("--dial-prefix", help="country code that replaces a leading 0, e.g. 44")
+    parser.add_argument("--callback-url", help="URL receiving delivery status POSTs")
+    parser.add_argument("--callback-auth", metavar="USER:PASS", help="basic-auth credentials for the callback URL")
+    parser.add_argument("--callback-level", type=int, choices=range(4), help="0 none, 1 intermediate, 2 final, 3 all")
+    parser.add_argument("--sender", help="default sender ID")
+    parser.add_argument("--tps", type=float, help="maximum messages per second for this product")
+    parser.add_argument("--require-tls", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--max-file-mb", type=float, help="largest accepted file, in MB")
+    parser.add_argument("--max-parts", type=int, help="most parts one message may have (default 6)")
+    parser.add_argument("--allow-duplicates", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--duplicate-window", type=float, metavar="HOURS", help="refuse identical files within this many hours (0 = never)")
+    parser.add_argument("--enabled", action=argparse.BooleanOptionalAction, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ftpbatch", description="FTP batch gateway for bulk SMS.")
+    parser.add_argument("--root", help="data root (default: $FTPBATCH_ROOT or ./ftpbatch-data)")
+    parser.add_argument("--version", action="version", version=f"ftpbatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    init = commands.add_parser("init", help="create the data root, settings file and ledger")
+    init.add_argument("--demo", action="store_true", help="also create a product 'demo' with a generated password")
+
+    serve = commands.add_parser("serve", help="run the FTP server and the pipeline")
+    serve.add_argument("--ftp-host")
+    serve.add_argument("--ftp-port", type=int)
+    serve.add_argument("--passive-ports", metavar="A-B")
+    serve.add_argument("--masquerade-address")
+    serve.add_argument("--connector", help="sim (default), sim://?receipt_delay=0.2&failure_ratio=0, or smpp://...")
+    serve.add_argument("--metrics-port", type=int)
+    serve.add_argument("--tls-cert")
+    serve.add_argument("--tls-key")
+
+    product = commands.add_parser("product", help="manage products (FTP users)").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    add = product.add_parser("add", help="create a product")
+    add.add_argument("name")
+    _product_options(add)
+    change = product.add_parser("set", help="change a product")
+    change.add_argument("name")
+    _product_options(change)
+    listing = product.add_parser("list", help="list products")
+    listing.add_argument("--json", action="store_true")
+    show = product.add_parser("show", help="show one product")
+    show.add_argument("name")
+
+    process = commands.add_parser("process", help="process one file now and wait for its final report")
+    process.add_argument("file", type=Path)
+    process.add_argument("--product", required=True)
+    process.add_argument("--connector")
+    process.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+
+    batch = commands.add_parser("batch", help="inspect and cancel batches").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    blist = batch.add_parser("list", help="recent batches")
+    blist.add_argument("--product")
+    blist.add_argument("--limit", type=int, default=50)
+    blist.add_argument("--json", action="store_true")
+    bshow = batch.add_parser("show", help="one batch's summary")
+    bshow.add_argument("id")
+    bshow.add_argument("--json", action="store_true")
+    bcancel = batch.add_parser("cancel", help="cancel the messages of a batch not sent yet")
+    bcancel.add_argument("id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+        return handler(args)
+    except FtpbatchError as exc:
+        print(f"ftpbatch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
+    return load_settings(args.root, overrides)
+
+
+# --- init -----------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    storage = LocalStorage(settings.root)
+    storage.prepare()
+    if not settings.settings_file.exists():
+        settings.settings_file.write_text(DEFAULT_TOML, encoding="utf-8")
+    ledger = Ledger(settings.db_path)
+    print(f"data root ready: {settings.root}")
+    if args.demo:
+        if ledger.get_product("demo") is None:
+            password = secrets.token_urlsafe(12)
+            ledger.add_product(Product("demo", hash_password(password), dial_prefix="44"))
+            storage.ensure_home("demo")
+            print(f"product 'demo' created (dial prefix 44); FTP user: demo  password: {password}")
+            print("  keep the password: it is stored only as a hash")
+        else:
+            print("product 'demo' exists; new password: echo NEWPASS | ftpbatch product set demo --password-stdin")
+    ledger.close()
+    return 0
+
+
+# --- serve ----------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service import Gateway
+
+    if args.metrics_port is not None or args.tls_cert or args.tls_key:
+        raise UsageError("--metrics-port and --tls-cert/--tls-key are not available in this version yet")
+    settings = _settings(
+        args,
+        ftp={
+            "host": args.ftp_host,
+            "port": args.ftp_port,
+            "passive_ports": args.passive_ports,
+            "masquerade_address": args.masquerade_address,
+        },
+        dispatch={"connector": args.connector},
+    )
+    _configure_logging()
+    gateway = Gateway(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    gateway.start()
+    assert gateway.ftp is not None
+    host, port = gateway.ftp.address
+    products = [p.name for p in gateway.ledger.list_products()]
+    print(f"ftpbatch {__version__} serving FTP on {host}:{port} (connector: {settings.dispatch.connector}, root: {settings.root})", flush=True)
+    if products:
+        print(f"log in as one of: {', '.join(products)} -- e.g. curl -T samples/hello.csv ftp://{products[0]}:PASSWORD@{host}:{port}/inbox/", flush=True)
+    else:
+        print("no products yet: create one with 'echo PASSWORD | ftpbatch product add NAME --password-stdin'", flush=True)
+    while not stop.wait(0.5):
+        pass
+    log.info("shutting down")
+    gateway.stop()
+    return 0
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+
+
+# --- product ----------------------------------------------------------------
+def _product_changes(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if len(password) < 8:
+            raise ProductError("the password must have at least 8 characters")
+        changes["password_hash"] = hash_password(password)
+    if args.allow_ip is not None:
+        changes["allow_ip"] = parse_allow_ip(args.allow_ip)
+    if args.dial_prefix is not None:
+        if args.dial_prefix and not (args.dial_prefix.isdigit() and 1 <= len(args.dial_prefix) <= 4):
+            raise ProductError(f"dial prefix {args.dial_prefix!r} must be a country code of 1-4 digits, e.g. 44")
+        changes["dial_prefix"] = args.dial_prefix or None
+    if args.callback_url is not None:
+        changes["callback_url"] = args.callback_url or None
+    if args.callback_auth is not None:
+        user, sep, password = args.callback_auth.partition(":")
+        if not sep:
+            raise ProductError("--callback-auth must look like USER:PASSWORD")
+        changes["callback_user"], changes["callback_password"] = user, password
+    for flag, key in (
+        ("callback_level", "callback_level"),
+        ("sender", "sender"),
+        ("tps", "tps"),
+        ("max_parts", "max_parts"),
+        ("require_tls", "require_tls"),
+        ("allow_duplicates", "allow_duplicates"),
+        ("duplicate_window", "duplicate_window_hours"),
+        ("enabled", "enabled"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[key] = value
+    if args.max_file_mb is not None:
+        changes["max_file_bytes"] = int(args.max_file_mb * 1_000_000) or None
+    if "max_parts" in changes and not 1 <= changes["max_parts"] <= 255:
+        raise ProductError("--max-parts must be between 1 and 255")
+    return changes
+
+
+def cmd_product(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ledger = Ledger(settings.db_path)
+    storage = LocalStorage(settings.root)
+    try:
+        if args.action == "add":
+            check_product_name(args.name)
+            if not args.password_stdin:
+                raise UsageError("product add needs --password-stdin (passwords are never taken from the command line)")
+            changes = _product_changes(args)
+            password_hash = changes.pop("password_hash")
+            ledger.add_product(Product(args.name, password_hash))
+            product = ledger.update_product(args.name, **changes)
+            storage.ensure_home(args.name)
+            print(f"product {product.name!r} added; FTP home {storage.home(product.name)}")
+        elif args.action == "set":
+            product = ledger.update_product(args.name, **_product_changes(args))
+            print(f"product {product.name!r} updated")
+        elif args.action == "list":
+            products = ledger.list_products()
+            if args.json:
+                print(json.dumps([p.public_view() for p in products], indent=2))
+            else:
+                for p in products:
+                    state = "enabled" if p.enabled else "disabled"
+                    allow = ",".join(str(n) for n in p.allow_ip) or "any address"
+                    print(f"{p.name:<20} {state:<9} prefix={p.dial_prefix or '-':<4} sender={p.sender or '-':<11} allow={allow}")
+        elif args.action == "show":
+            product = ledger.get_product(args.name)
+            if product is None:
+                raise ProductError(f"no product named {args.name!r}")
+            print(json.dumps(product.public_view(), indent=2))
+    finally:
+        ledger.close()
+    return 0
+
+
+# --- process ----------------------------------------------------------------
+def cmd_process(args: argparse.Namespace) -> int:
+    import os
+
+    from .service import Gateway
+    from .report.progress import Progress
+
+    if not args.file.is_file():
+        raise UsageError(f"{args.file} is not a readable file")
+    settings = _settings(args, dispatch={"connector": args.connector})
+    gateway = Gateway(settings, ftp=False, watch_inboxes=False, node_id=f"{settings.node_id}-process-{os.getpid()}")
+    if gateway.ledger.get_product(args.product) is None:
+        gateway.ledger.close()
+        raise ProductError(f"no product named {args.product!r}; create it with 'ftpbatch product add'")
+    gateway.start()
+    try:
+        batch = gateway.submit_file(args.file, args.product)
+        progress = Progress(sys.stderr)
+        while True:
+            finished = gateway.wait_finished(batch.id, timeout=0.2)
+            counts = Counts.tally(gateway.ledger.status_counts(finished.seq))
+            progress.show(counts)
+            if finished.state in ("complete", "rejected") and gateway.ledger.report_is_current(finished.seq):
+                break
+            if args.timeout is not None and progress.elapsed > args.timeout:
+                break
+        progress.done()
+        document = summary_document(finished, counts)
+    finally:
+        gateway.stop()
+    print(json.dumps(document, indent=2))
+    return 0 if finished.state == "complete" else 1
+
+
+# --- batch ------------------------------------------------------------------
+def cmd_batch(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ledger = Ledger(settings.db_path)
+    try:
+        if args.action == "list":
+            batches = ledger.list_batches(args.product, args.limit)
+            if args.json:
+                docs = [summary_document(b, Counts.tally(ledger.status_counts(b.seq))) for b in batches]
+                print(json.dumps(docs, indent=2))
+            else:
+                print(f"{'batch':<26}  {'product':<16} {'state':<11} {'rows':>8}  {'received':<24} file")
+                for b in batches:
+                    print(f"{b.id:<26}  {b.product:<16} {b.state:<11} {b.rows:>8}  {iso(b.received_at):<24} {b.file_name}")
+            return 0
+        batch = ledger.get_batch(args.id)
+        if batch is None:
+            raise FtpbatchError(f"no batch with id {args.id!r}; see 'ftpbatch batch list'")
+        if args.action == "show":
+            print(json.dumps(summary_document(batch, Counts.tally(ledger.status_counts(batch.seq))), indent=2))
+        elif args.action == "cancel":
+            cancelled = ledger.cancel_pending(batch.seq)
+            print(f"batch {batch.id}: {cancelled} message(s) not yet sent are cancelled (status 006)")
+    finally:
+        ledger.close()
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": cmd_init,
+    "serve": cmd_serve,
+    "product": cmd_product,
+    "process": cmd_process,
+    "batch": cmd_batch,
+}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Settings: one frozen object, built once, passed down.
+
+Sources, later ones winning: built-in defaults, ``<root>/ftpbatch.toml``,
+environment variables ``FTPBATCH_<SECTION>_<KEY>`` (``FTPBATCH_FTP_PORT``),
+command-line flags. ``FTPBATCH_ROOT`` (or ``--root``) picks the data root.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+DEFAULT_ROOT = "./ftpbatch-data"
+SETTINGS_FILE = "ftpbatch.toml"
+
+
+@dataclass(frozen=True)
+class FtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 2121
+    #: "A-B" range for passive data connections; empty: any free port.
+    passive_ports: str = ""
+    #: Address announced in PASV replies when behind NAT.
+    masquerade_address: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_cons: int = 512
+    max_cons_per_ip: int = 64
+    #: Seconds a failed login waits before its reply (slows guessing).
+    auth_failed_delay: float = 1.0
+    #: Threads checking password hashes off the FTP loop.
+    auth_threads: int = 4
+    idle_timeout: int = 300
+
+    def passive_range(self) -> range | None:
+        if not self.passive_ports:
+            return None
+        try:
+            low, high = (int(p) for p in self.passive_ports.split("-", 1))
+        except ValueError:
+            raise ConfigError(f"passive ports must look like 60000-60099, not {self.passive_ports!r}") from None
+        if not 1024 <= low <= high <= 65535:
+            raise ConfigError(f"passive ports {self.passive_ports!r} must be a range within 1024-65535")
+        return range(low, high + 1)
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    #: Seconds a locally dropped file's size and mtime must stay unchanged.
+    settle_seconds: float = 0.3
+    #: Seconds between full rescans of every inbox (catches lost events).
+    rescan_seconds: float = 30.0
+    #: Rows per parsed chunk: bounds memory whatever the file size.
+    chunk_rows: int = 250_000
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    #: ``sim``, ``sim://?receipt_delay=0.2&failure_ratio=0``, or ``smpp://...``.
+    connector: str = "sim"
+    #: Messages per second over the whole connector; 0: unlimited.
+    tps: float = 0.0
+    #: Seconds a leased message may stay unanswered before it is re-queued.
+    lease_seconds: float = 60.0
+    #: Seconds after submit when a missing receipt stops holding the batch open.
+    receipt_timeout: float = 48 * 3600.0
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    #: Minimum seconds between two rewrites of one batch's report files.
+    interval: float = 0.25
+    #: Days processed originals stay in ``archive/``.
+    archive_days: int = 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path = Path(DEFAULT_ROOT)
+    #: Identifies this machine in leases (DESIGN.md §12.6).
+    node_id: str = field(default_factory=socket.gethostname)
+    ftp: FtpSettings = field(default_factory=FtpSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "ftpbatch.db"
+
+    @property
+    def homes_dir(self) -> Path:
+        return self.root / "homes"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / SETTINGS_FILE
+
+
+_SECTIONS = ("ftp", "intake", "dispatch", "report")
+
+
+def load_settings(
+    root: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the TOML file, environment and flags.
+
+    ``overrides`` maps a section name to the values given on the command line
+    (``{"ftp": {"port": 2121}}``); ``None`` values mean "not given".
+    """
+    env = os.environ if environ is None else environ
+    root_path = Path(root or env.get("FTPBATCH_ROOT") or DEFAULT_ROOT).expanduser().resolve()
+    layers: list[Mapping[str, Any]] = [_read_toml(root_path / SETTINGS_FILE), _from_environ(env)]
+    if overrides:
+        layers.append({s: {k: v for k, v in vals.items() if v is not None} for s, vals in overrides.items()})
+
+    top: dict[str, Any] = {"root": root_path}
+    sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
+    for layer in layers:
+        for key, value in layer.items():
+            if key in _SECTIONS and isinstance(value, Mapping):
+                sections[key].update(value)
+            elif key == "node_id":
+                top[key] = str(value)
+            elif key != "root":
+                raise ConfigError(f"unknown setting {key!r}: expected one of {', '.join(_SECTIONS)} or node_id")
+
+    for name in _SECTIONS:
+        cls = typing.get_type_hints(Settings)[name]
+        top[name] = _build_section(cls, name, sections[name])
+    return Settings(**top)
+
+
+def _build_section(cls: type, name: str, values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise ConfigError(f"unknown setting [{name}] {key!r}; known: {known}")
+        kwargs[key] = _coerce(hints[key], raw, f"[{name}] {key}")
+    return cls(**kwargs)
+
+
+def _coerce(kind: Any, raw: Any, label: str) -> Any:
+    if isinstance(kind, types.UnionType):
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    try:
+        if kind is bool:
+            if isinstance(raw, str):
+                if raw.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if raw.lower() in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(raw)
+            return bool(raw)
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {label} must be a {kind.__name__}, not {raw!r}") from None
+
+
+def _read_toml(path: Path) -> Mapping[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _from_environ(env: Mapping[str, str]) -> Mapping[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith("FTPBATCH_") or key == "FTPBATCH_ROOT":
+            continue
+        rest = key[len("FTPBATCH_"):].lower()
+        if rest == "node_id":
+            found["node_id"] = value
+            continue
+        section, _, name = rest.partition("_")
+        if section in _SECTIONS and name:
+            found.setdefault(section, {})[name] = value
+    return found
+
+
+DEFAULT_TOML = """\
+# ftpbatch settings. Environment variables FTPBATCH_<SECTION>_<KEY> and
+# command-line flags override these values.
+
+[ftp]
+host = "127.0.0.1"        # "0.0.0.0" to accept connections from other machines
+port = 2121
+passive_ports = ""         # e.g. "60000-60099" behind a firewall
+masquerade_address = ""    # public address announced in PASV replies behind NAT
+auth_failed_delay = 1.0
+
+[intake]
+settle_seconds = 0.3
+rescan_seconds = 30
+
+[dispatch]
+connector = "sim"          # or "smpp://system_id:password@host:2775?window=50"
+tps = 0                    # messages per second over the connector; 0 = no limit
+
+[report]
+interval = 0.25
+archive_days = 30
+"""

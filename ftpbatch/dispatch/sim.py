@@ -1,0 +1,121 @@
+"""The built-in simulated SMSC: the default connector, so ftpbatch runs with no upstream.
+
+It accepts every submit at once, answers with a fresh upstream id, and sends
+a delivery receipt after ``receipt_delay`` seconds: ``004`` delivered, or
+``007`` undeliverable for a ``failure_ratio`` share of messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import itertools
+import random
+import secrets
+import threading
+import time
+from typing import Sequence
+from urllib.parse import parse_qs, urlsplit
+
+from .. import codes
+from ..errors import ConfigError
+from .connector import Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
+
+
+class SimConnector(Connector):
+    def __init__(
+        self,
+        receipt_delay: float = 0.2,
+        failure_ratio: float = 0.0,
+        window: int = 200,
+        tps: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not 0.0 <= failure_ratio <= 1.0:
+            raise ConfigError(f"sim failure_ratio must be between 0 and 1, not {failure_ratio}")
+        self.account = "sim"
+        self.window = window
+        self.tps = tps
+        self.receipt_delay = receipt_delay
+        self.failure_ratio = failure_ratio
+        self._random = random.Random(seed)
+        # Upstream ids must never repeat across restarts: the ledger keys
+        # receipts by (account, upstream id).
+        self._id_prefix = f"{int(time.time()):x}{secrets.token_hex(2)}"
+        self._counter = itertools.count(1)
+        self._events: ConnectorEvents | None = None
+        self._pending: list[tuple[float, int, Receipt]] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> "SimConnector":
+        """``sim`` or ``sim://?receipt_delay=0.2&failure_ratio=0.1&tps=100&window=200&seed=1``."""
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        known = {"receipt_delay", "failure_ratio", "tps", "window", "seed"}
+        unknown = set(query) - known
+        if unknown:
+            raise ConfigError(f"unknown sim connector option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        try:
+            return cls(
+                receipt_delay=float(query.get("receipt_delay", 0.2)),
+                failure_ratio=float(query.get("failure_ratio", 0.0)),
+                window=int(query.get("window", 200)),
+                tps=float(query["tps"]) if "tps" in query else None,
+                seed=int(query["seed"]) if "seed" in query else None,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad sim connector option in {url!r}: {exc}") from None
+
+    def start(self, events: ConnectorEvents) -> None:
+        self._events = events
+        self._thread = threading.Thread(target=self._deliver_receipts, name="sim-receipts", daemon=True)
+        self._thread.start()
+        events.connection_state(True, "simulated SMSC ready")
+
+    @property
+    def is_up(self) -> bool:
+        return self._events is not None and not self._stopping
+
+    def submit(self, messages: Sequence[OutboundMessage]) -> None:
+        assert self._events is not None, "start() first"
+        results = []
+        due = time.monotonic() + self.receipt_delay
+        receipts = []
+        for message in messages:
+            upstream_id = f"{self._id_prefix}-{next(self._counter)}"
+            results.append(SubmitResult(message.message_id, message.attempt, upstream_id=upstream_id))
+            failed = self.failure_ratio > 0 and self._random.random() < self.failure_ratio
+            status = codes.UNDELIVERABLE if failed else codes.DELIVERED
+            receipts.append(
+                Receipt(self.account, upstream_id, status, dt.datetime.now(dt.timezone.utc),
+                        "simulated failure" if failed else None)
+            )
+        self._events.submitted(results)
+        with self._cond:
+            for receipt in receipts:
+                heapq.heappush(self._pending, (due, next(self._counter), receipt))
+            self._cond.notify()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _deliver_receipts(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and (not self._pending or self._pending[0][0] > time.monotonic()):
+                    wait = self._pending[0][0] - time.monotonic() if self._pending else None
+                    self._cond.wait(wait)
+                if self._stopping:
+                    return  # undelivered receipts: the receipt timeout covers them
+                now = time.monotonic()
+                batch = []
+                while self._pending and self._pending[0][0] <= now:
+                    batch.append(heapq.heappop(self._pending)[2])
+            if batch and self._events is not None:
+                self._events.receipts(batch)

@@ -1,0 +1,181 @@
+"""Turn a claimed file into messages in the ledger: check, parse, apply rules, store.
+
+Runs on worker threads, never on the FTP loop. Resumable: chunks are stored
+in row order, one transaction each, so a batch interrupted half-way resumes
+after its last stored row (the rules still see every row, so duplicate
+detection spans the whole file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from .. import codes
+from ..errors import BatchRejected
+from ..ledger import Ledger
+from ..models import Batch, Product
+from ..parse import FileCredentials, open_batch
+from ..passwords import verify_password
+from ..rules import BatchRules, ProductRules
+from ..storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+_HASH_BLOCK = 1 << 20
+
+
+def file_facts(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, read in blocks (hashlib releases the GIL on large blocks)."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def product_rules(product: Product) -> ProductRules:
+    return ProductRules(
+        dial_prefix=product.dial_prefix,
+        sender=product.sender,
+        max_parts=product.max_parts,
+        allow_duplicates=product.allow_duplicates,
+    )
+
+
+class Ingest:
+    """Processes claimed batches on ``workers`` threads."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        storage: LocalStorage,
+        *,
+        chunk_rows: int = 250_000,
+        workers: int = 1,
+        on_messages: Callable[[], None] = lambda: None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.ledger = ledger
+        self.storage = storage
+        self.chunk_rows = chunk_rows
+        self.workers = workers
+        self.on_messages = on_messages
+        self.on_change = on_change
+        self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._run, name=f"ingest-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, batch: Batch) -> None:
+        self._queue.put(batch)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        return self._busy + self._queue.qsize()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            with self._lock:
+                self._busy += 1
+            try:
+                self.process(batch)
+            except Exception:
+                log.exception("batch %s: processing failed", batch.id)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+
+    # --- one batch -----------------------------------------------------
+    def process(self, batch: Batch) -> None:
+        """Process one claimed batch to the point where all its messages are queued."""
+        if not self.ledger.start_processing(batch.seq):
+            return  # already processed (e.g. submitted twice by a rescan)
+        self.on_change()
+        path = Path(batch.spool_path)
+        try:
+            self._ingest(batch, path)
+        except BatchRejected as exc:
+            self.ledger.reject_batch(batch.seq, exc.code, exc.message, exc.duplicate_of)
+            log.info("batch %s rejected: %s", batch.id, exc)
+        except Exception as exc:
+            log.exception("batch %s: internal error", batch.id)
+            self.ledger.reject_batch(batch.seq, codes.E_INTERNAL, f"internal error while processing the file ({type(exc).__name__}); the operator has the details")
+        self._archive(batch, path)
+        self.on_change()
+
+    def _ingest(self, batch: Batch, path: Path) -> None:
+        product = self.ledger.get_product(batch.product)
+        if product is None:
+            raise BatchRejected(f"product {batch.product!r} no longer exists", code=codes.E_AUTH)
+        if not path.exists():
+            raise BatchRejected("the claimed file disappeared from the spool before it was processed", code=codes.E_INTERNAL)
+
+        sha256, size = file_facts(path)
+        self.ledger.set_file_facts(batch.seq, sha256, size)
+        if product.max_file_bytes and size > product.max_file_bytes:
+            raise BatchRejected(
+                f"the file has {size} bytes, more than the {product.max_file_bytes} bytes allowed for this product; "
+                "split it into smaller files",
+                code=codes.E_FILE_TOO_LARGE,
+            )
+        if product.duplicate_window_hours > 0:
+            since = batch.received_at - product.duplicate_window_hours * 3600
+            earlier = self.ledger.find_duplicate(product.name, sha256, since, batch.seq)
+            if earlier:
+                raise BatchRejected(
+                    f"the same file was already received as batch {earlier} within the last "
+                    f"{product.duplicate_window_hours:g} hours; change the file or wait to send it again",
+                    code=codes.E_DUPLICATE_FILE,
+                    duplicate_of=earlier,
+                )
+
+        credentials = FileCredentials(product.name, lambda password: verify_password(product.password_hash, password))
+        parsed = open_batch(path, batch.file_name, credentials, chunk_rows=self.chunk_rows)
+        rules = BatchRules(product_rules(product), dt.datetime.now(dt.timezone.utc))
+        already = self.ledger.max_row(batch.seq)  # > 0 when resuming after a crash
+        rows = 0
+        started = time.perf_counter()
+        for chunk in parsed.chunks:
+            checked = rules.apply(chunk)
+            rows = int(checked["row"].iloc[-1]) if len(checked) else rows
+            if already:
+                checked = checked[checked["row"] > already]
+            if len(checked):
+                self.ledger.insert_messages(batch.seq, product.name, checked)
+                self.on_messages()
+        if rows == 0 and already == 0:
+            raise BatchRejected("the file holds no recipients: add at least one row with a number and a text")
+        self.ledger.finish_intake(batch.seq, max(rows, already), parsed.callback_level)
+        log.info(
+            "batch %s: %d row(s) queued in %.3f s (format %s, encoding %s)",
+            batch.id, max(rows, already), time.perf_counter() - started, parsed.format, parsed.encoding,
+        )
+
+    def _archive(self, batch: Batch, path: Path) -> None:
+        try:
+            if path.exists():
+                self.storage.archive(path, batch.product, batch.file_name, batch.id)
+        except OSError:
+            log.exception("batch %s: could not archive %s", batch.id, path)
+

@@ -1,0 +1,207 @@
+"""Intake: notice complete files in every inbox and claim them into the spool.
+
+Three ways in, one claim (DESIGN.md §3, §12.4):
+
+* the FTP upload hook calls :meth:`Intake.uploaded` once a transfer has
+  completed and been renamed into place: claimed at once, no settling;
+* watchdog events for files closed after writing or moved into an inbox
+  (local drops): claimed once size and mtime were stable for the settle time;
+* a rescan at start-up and every ``rescan_seconds`` catches anything whose
+  event was lost; such files must have been quiet for longer, because no
+  close event vouches for them.
+
+The claim is an atomic rename into ``spool/``; two claimers racing for one
+file cannot both win. The ledger records the claim right after, and a
+start-up pass over the spool records any claim a crash cut short.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from ..config import IntakeSettings
+from ..ledger import Ledger
+from ..models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
+from ..storage import LocalStorage, is_temporary_name
+
+log = logging.getLogger(__name__)
+
+# Files found by a rescan (no close event seen) must be quiet this long.
+_UNVOUCHED_QUIET_SECONDS = 5.0
+_TICK_SECONDS = 0.05
+
+
+@dataclass
+class _Candidate:
+    signature: tuple[int, int] | None  # (size, mtime_ns) at the last look
+    changed_at: float
+    quiet_needed: float
+
+
+class Intake:
+    def __init__(
+        self,
+        storage: LocalStorage,
+        ledger: Ledger,
+        settings: IntakeSettings,
+        submit: Callable[[Batch], None],
+    ) -> None:
+        self.storage = storage
+        self.ledger = ledger
+        self.settings = settings
+        self.submit = submit
+        self._uploads: queue.SimpleQueue[tuple[Path, str]] = queue.SimpleQueue()
+        self._candidates: dict[Path, _Candidate] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._thread: threading.Thread | None = None
+        self.claimed = 0
+
+    # --- lifecycle -----------------------------------------------------
+    def start(self) -> None:
+        self.storage.prepare()
+        self.resume_spool()
+        observer = Observer()
+        observer.schedule(_InboxEvents(self), str(self.storage.homes), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def is_up(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- ways in -------------------------------------------------------
+    def uploaded(self, path: Path, product: str) -> None:
+        """Called by the FTP server (any thread) for a completed upload."""
+        self._uploads.put((path, product))
+
+    def seen(self, path: Path, closed: bool) -> None:
+        """A watchdog event touched ``path``."""
+        if is_temporary_name(path.name) or self.storage.inbox_owner(path) is None:
+            return
+        quiet = self.settings.settle_seconds if closed else _UNVOUCHED_QUIET_SECONDS
+        with self._lock:
+            current = self._candidates.get(path)
+            if current is None:
+                self._candidates[path] = _Candidate(None, time.monotonic(), quiet)
+            else:
+                current.changed_at = time.monotonic()
+                current.quiet_needed = min(current.quiet_needed, quiet)
+
+    def rescan(self) -> None:
+        for path in self.storage.pending_files():
+            with self._lock:
+                if path not in self._candidates:
+                    self._candidates[path] = _Candidate(None, time.monotonic(), _UNVOUCHED_QUIET_SECONDS)
+
+    # --- claiming ------------------------------------------------------
+    def claim(self, path: Path, product: str, source: str) -> Batch | None:
+        if self.ledger.get_product(product) is None:
+            log.warning("ignoring %s: no product named %r owns that inbox", path, product)
+            return None
+        claimed = self.storage.claim(path, product)
+        if claimed is None:
+            return None  # somebody else claimed it, or it was deleted
+        batch_id, spooled = claimed
+        batch = self.ledger.record_claim(batch_id, product, path.name, str(spooled), source, time.time())
+        self.claimed += 1
+        log.info("batch %s claimed: product=%s file=%r source=%s", batch_id, product, path.name, source)
+        self.submit(batch)
+        return batch
+
+    def resume_spool(self) -> None:
+        """Record and resume whatever a previous run left in the spool."""
+        for batch_id, product, name, path in self.storage.spooled_files():
+            batch = self.ledger.get_batch(batch_id)
+            if batch is None:
+                batch = self.ledger.record_claim(batch_id, product, name, str(path), "spool", os.path.getmtime(path))
+                log.warning("batch %s: claim found in the spool without a ledger record; recorded now", batch_id)
+            if batch.state in (RECEIVED, PROCESSING):
+                log.info("batch %s: resuming (%s)", batch_id, batch.state)
+                self.submit(batch)
+            elif batch.state in (DISPATCHING, COMPLETE, REJECTED):
+                # processed, but the crash came before the original was archived
+                self.storage.archive(path, product, name, batch_id)
+
+    def _run(self) -> None:
+        self.rescan()
+        next_rescan = time.monotonic() + self.settings.rescan_seconds
+        while not self._stopping.is_set():
+            try:
+                path, product = self._uploads.get(timeout=_TICK_SECONDS)
+                self._safely(self.claim, path, product, "ftp")
+                continue
+            except queue.Empty:
+                pass
+            if time.monotonic() >= next_rescan:
+                next_rescan = time.monotonic() + self.settings.rescan_seconds
+                self._safely(self.rescan)
+            for path in self._settled():
+                product = self.storage.inbox_owner(path)
+                if product is not None:
+                    self._safely(self.claim, path, product, "drop")
+
+    def _settled(self) -> list[Path]:
+        ready = []
+        now = time.monotonic()
+        with self._lock:
+            for path, cand in list(self._candidates.items()):
+                try:
+                    st = os.stat(path, follow_symlinks=False)
+                except FileNotFoundError:
+                    del self._candidates[path]
+                    continue
+                signature = (st.st_size, st.st_mtime_ns)
+                if signature != cand.signature:
+                    cand.signature = signature
+                    cand.changed_at = now
+                elif now - cand.changed_at >= cand.quiet_needed:
+                    del self._candidates[path]
+                    ready.append(path)
+        return ready
+
+    @staticmethod
+    def _safely(fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:  # one bad file must not stop intake
+            log.exception("intake step %s%r failed", getattr(fn, "__name__", fn), args)
+
+
+class _InboxEvents(FileSystemEventHandler):
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.intake.seen(Path(os.fsdecode(event.src_path)), closed=True)
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.intake.seen(Path(os.fsdecode(event.dest_path)), closed=True)
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.intake.seen(Path(os.fsdecode(event.src_path)), closed=False)

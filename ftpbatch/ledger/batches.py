@@ -1,0 +1,170 @@
+"""Batches: one claimed file each, and the state it is in.
+
+Every state change is a conditional update on the state it leaves, so a
+repeated or late call (a second worker, a resumed crash) changes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Iterable
+
+from .. import codes
+from ..errors import LedgerError
+from ..models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
+from .db import Database
+
+_BATCH_COLUMNS = (
+    "seq, id, product, file_name, spool_path, source, state, received_at, updated_at, sha256, "
+    "size_bytes, error_code, error_text, duplicate_of, callback_level, rows, completed_at"
+)
+
+
+def _batch(row: sqlite3.Row) -> Batch:
+    return Batch(**{k: row[k] for k in row.keys()})
+
+
+class BatchStore:
+    db: Database
+
+    # --- intake ---------------------------------------------------------
+    def record_claim(
+        self, batch_id: str, product: str, file_name: str, spool_path: str, source: str, received_at: float
+    ) -> Batch:
+        """Record a file just claimed into the spool. Idempotent on ``batch_id``."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO batches (id, product, file_name, spool_path, source, state, received_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (batch_id, product, file_name, spool_path, source, RECEIVED, received_at, received_at),
+            )
+        batch = self.get_batch(batch_id)
+        assert batch is not None
+        return batch
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        row = (
+            self.db.connection()
+            .execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,))
+            .fetchone()
+        )
+        return _batch(row) if row else None
+
+    def get_batch_by_seq(self, seq: int) -> Batch:
+        row = self.db.connection().execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise LedgerError(f"no batch with seq {seq}")
+        return _batch(row)
+
+    def batches_in_states(self, states: Iterable[str]) -> list[Batch]:
+        states = list(states)
+        marks = ", ".join("?" for _ in states)
+        rows = (
+            self.db.connection()
+            .execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE state IN ({marks}) ORDER BY seq", states)
+            .fetchall()
+        )
+        return [_batch(r) for r in rows]
+
+    def list_batches(self, product: str | None = None, limit: int = 100) -> list[Batch]:
+        sql = f"SELECT {_BATCH_COLUMNS} FROM batches"
+        args: tuple[object, ...] = ()
+        if product:
+            sql += " WHERE product = ?"
+            args = (product,)
+        rows = self.db.connection().execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_batch(r) for r in rows]
+
+    # --- processing -----------------------------------------------------
+    def start_processing(self, seq: int) -> bool:
+        """received -> processing; also true when resuming a batch already processing."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE batches SET state = ?, updated_at = ?, version = version + 1 WHERE seq = ? AND state = ?",
+                (PROCESSING, time.time(), seq, RECEIVED),
+            )
+            row = tx.execute("SELECT state FROM batches WHERE seq = ?", (seq,)).fetchone()
+        return row is not None and row[0] == PROCESSING
+
+    def set_file_facts(self, seq: int, sha256: str, size_bytes: int) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE batches SET sha256 = ?, size_bytes = ? WHERE seq = ?", (sha256, size_bytes, seq))
+
+    def find_duplicate(self, product: str, sha256: str, since: float, seq: int) -> str | None:
+        """An earlier, not rejected batch of the same bytes received after ``since``."""
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT id FROM batches WHERE product = ? AND sha256 = ? AND seq < ? AND received_at >= ? "
+                "AND state <> ? ORDER BY seq DESC LIMIT 1",
+                (product, sha256, seq, since, REJECTED),
+            )
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def reject_batch(self, seq: int, code: str, text: str, duplicate_of: str | None = None) -> None:
+        now = time.time()
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE batches SET state = ?, error_code = ?, error_text = ?, duplicate_of = ?, "
+                "updated_at = ?, completed_at = ?, version = version + 1 WHERE seq = ? AND state IN (?, ?)",
+                (REJECTED, code, text, duplicate_of, now, now, seq, RECEIVED, PROCESSING),
+            )
+            # a batch refused half-way must not send what was already recorded
+            tx.execute(
+                "UPDATE messages SET status = ?, updated_at = ? WHERE batch_seq = ? AND status IN (?, ?)",
+                (codes.CANCELLED, now, seq, codes.QUEUED, codes.SCHEDULED),
+            )
+
+    def finish_intake(self, seq: int, rows: int, callback_level: int | None) -> None:
+        """processing -> dispatching: every row of the file is in the ledger."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE batches SET state = ?, rows = ?, callback_level = ?, updated_at = ?, "
+                "version = version + 1 WHERE seq = ? AND state = ?",
+                (DISPATCHING, rows, callback_level, time.time(), seq, PROCESSING),
+            )
+
+    def set_spool_path(self, seq: int, path: str) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE batches SET spool_path = ? WHERE seq = ?", (path, seq))
+
+    def complete_batch(self, seq: int) -> bool:
+        now = time.time()
+        with self.db.transaction() as tx:
+            cur = tx.execute(
+                "UPDATE batches SET state = ?, completed_at = ?, updated_at = ?, version = version + 1 "
+                "WHERE seq = ? AND state = ?",
+                (COMPLETE, now, now, seq, DISPATCHING),
+            )
+        return cur.rowcount == 1
+
+    # --- reporting ------------------------------------------------------
+    def unreported_batches(self, limit: int = 50) -> list[tuple[int, int]]:
+        """(seq, version) of batches whose report files are behind the ledger."""
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT seq, version FROM batches WHERE reported_version < version ORDER BY seq LIMIT ?", (limit,)
+            )
+            .fetchall()
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def report_is_current(self, seq: int) -> bool:
+        row = self.db.connection().execute("SELECT reported_version >= version FROM batches WHERE seq = ?", (seq,)).fetchone()
+        return bool(row and row[0])
+
+    def mark_reported(self, seq: int, version: int) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE batches SET reported_version = ? WHERE seq = ? AND reported_version < ?", (version, seq, version)
+            )
+
+    def touch_batches(self, tx: sqlite3.Connection, seqs: Iterable[int], now: float) -> None:
+        """Note that these batches changed, so their reports get rewritten."""
+        tx.executemany(
+            "UPDATE batches SET version = version + 1, updated_at = ? WHERE seq = ?", [(now, s) for s in set(seqs)]
+        )

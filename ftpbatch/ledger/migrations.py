@@ -1,0 +1,154 @@
+"""Schema migrations: registered in order, each run in a transaction and recorded.
+
+SQL here stays portable to PostgreSQL (the planned multi-node ledger):
+times are epoch seconds (REAL / double precision), no SQLite-only types.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Iterator
+
+from .db import Database
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "products, batches, messages",
+        """
+        CREATE TABLE products (
+            name                    TEXT PRIMARY KEY,
+            password_hash           TEXT NOT NULL,
+            allow_ip                TEXT NOT NULL DEFAULT '',
+            dial_prefix             TEXT,
+            callback_url            TEXT,
+            callback_user           TEXT,
+            callback_password       TEXT,
+            callback_level          INTEGER NOT NULL DEFAULT 2,
+            sender                  TEXT,
+            tps                     REAL,
+            require_tls             INTEGER NOT NULL DEFAULT 0,
+            max_file_bytes          INTEGER,
+            max_parts               INTEGER NOT NULL DEFAULT 6,
+            allow_duplicates        INTEGER NOT NULL DEFAULT 0,
+            duplicate_window_hours  REAL NOT NULL DEFAULT 24,
+            enabled                 INTEGER NOT NULL DEFAULT 1,
+            created_at              REAL NOT NULL,
+            updated_at              REAL NOT NULL
+        );
+
+        CREATE TABLE batches (
+            seq             INTEGER PRIMARY KEY,
+            id              TEXT NOT NULL UNIQUE,
+            product         TEXT NOT NULL REFERENCES products(name),
+            file_name       TEXT NOT NULL,
+            spool_path      TEXT NOT NULL,
+            source          TEXT NOT NULL,
+            state           TEXT NOT NULL,
+            sha256          TEXT,
+            size_bytes      INTEGER,
+            error_code      TEXT,
+            error_text      TEXT,
+            duplicate_of    TEXT,
+            callback_level  INTEGER,
+            rows            INTEGER NOT NULL DEFAULT 0,
+            received_at     REAL NOT NULL,
+            updated_at      REAL NOT NULL,
+            completed_at    REAL,
+            -- bumped on every change a report should show; the reporter
+            -- remembers the version it last wrote
+            version         INTEGER NOT NULL DEFAULT 1,
+            reported_version INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX batches_by_product_sha ON batches (product, sha256);
+        CREATE INDEX batches_by_state ON batches (state);
+        CREATE INDEX batches_unreported ON batches (reported_version, version);
+
+        CREATE TABLE messages (
+            id                  INTEGER PRIMARY KEY,
+            batch_seq           INTEGER NOT NULL REFERENCES batches(seq),
+            row_no              INTEGER NOT NULL,
+            product             TEXT NOT NULL,
+            destination         TEXT,
+            text                TEXT,
+            sender              TEXT,
+            climsgid            TEXT,
+            encoding            TEXT,
+            parts               INTEGER NOT NULL DEFAULT 0,
+            status              TEXT NOT NULL,
+            error_code          TEXT,
+            error_text          TEXT,
+            not_before          REAL NOT NULL DEFAULT 0,  -- epoch; 0: now
+            validity_minutes    INTEGER,
+            attempt             INTEGER NOT NULL DEFAULT 0,
+            lease_owner         TEXT,
+            lease_until         REAL,
+            possible_duplicate  INTEGER NOT NULL DEFAULT 0,
+            account             TEXT,
+            upstream_id         TEXT,
+            submitted_at        REAL,
+            receipt_due         REAL,
+            receipt_timed_out   INTEGER NOT NULL DEFAULT 0,
+            updated_at          REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX messages_by_batch_row ON messages (batch_seq, row_no);
+        -- partial indexes keep bulk inserts cheap: only live rows are indexed
+        -- the dispatch queue, walked in (not_before, id) order per product
+        CREATE INDEX messages_queue ON messages (product, not_before, id)
+            WHERE status IN ('002', '011');
+        CREATE INDEX messages_awaiting_receipt ON messages (receipt_due)
+            WHERE status = '003' AND receipt_timed_out = 0;
+        CREATE UNIQUE INDEX messages_by_upstream ON messages (account, upstream_id)
+            WHERE upstream_id IS NOT NULL;
+
+        -- receipts whose message is not known yet (the receipt overtook the
+        -- submit response): applied when the response is recorded
+        CREATE TABLE parked_receipts (
+            account      TEXT NOT NULL,
+            upstream_id  TEXT NOT NULL,
+            status       TEXT NOT NULL,
+            error_text   TEXT,
+            received_at  REAL NOT NULL,
+            PRIMARY KEY (account, upstream_id)
+        );
+
+        CREATE TABLE counters (
+            name   TEXT PRIMARY KEY,
+            value  INTEGER NOT NULL
+        );
+        """,
+    ),
+]
+
+
+def migrate(db: Database) -> None:
+    """Bring the ledger's schema up to date; safe to call on every start."""
+    conn = db.connection()
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    with db.transaction() as tx:
+        done = {row[0] for row in tx.execute("SELECT version FROM schema_migrations")}
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            for statement in _statements(sql):
+                tx.execute(statement)
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, time.time()),
+            )
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (``executescript`` would commit on its own)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip():
+        yield pending

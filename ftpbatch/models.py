@@ -1,0 +1,123 @@
+"""Domain records shared by the stages: products and batches."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .errors import ProductError
+
+# FTP user names double as folder names: keep them boring.
+_PRODUCT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Batch states, in the order a batch goes through them.
+RECEIVED, PROCESSING, DISPATCHING, COMPLETE, REJECTED = (
+    "received",
+    "processing",
+    "dispatching",
+    "complete",
+    "rejected",
+)
+
+
+def check_product_name(name: str) -> str:
+    if not _PRODUCT_NAME.match(name) or name in (".", ".."):
+        raise ProductError(
+            f"product name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_allow_ip(spec: str | Iterable[str]) -> tuple[IpNetwork, ...]:
+    """Parse ``"10.0.0.1, 192.168.0.0/24"`` into networks; empty means any address."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    networks = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ProductError(f"allow-ip entry {item!r} is neither an IP address nor a CIDR block") from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class Product:
+    """A sending channel and its FTP virtual user (DESIGN.md §1)."""
+
+    name: str
+    password_hash: str = field(repr=False)
+    allow_ip: tuple[IpNetwork, ...] = ()
+    dial_prefix: str | None = None
+    callback_url: str | None = None
+    callback_user: str | None = None
+    callback_password: str | None = field(default=None, repr=False)
+    callback_level: int = 2
+    sender: str | None = None
+    tps: float | None = None
+    require_tls: bool = False
+    max_file_bytes: int | None = None
+    max_parts: int = 6
+    allow_duplicates: bool = False
+    duplicate_window_hours: float = 24.0
+    enabled: bool = True
+
+    def allows_address(self, address: str) -> bool:
+        if not self.allow_ip:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        # An IPv4 client reaching a dual-stack socket shows up as ::ffff:a.b.c.d.
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.allow_ip)
+
+    def public_view(self) -> dict[str, object]:
+        """What ``product show`` prints: everything but secrets."""
+        return {
+            "name": self.name,
+            "enabled": self.enabled,
+            "allow_ip": [str(n) for n in self.allow_ip],
+            "dial_prefix": self.dial_prefix,
+            "callback_url": self.callback_url,
+            "callback_user": self.callback_user,
+            "callback_level": self.callback_level,
+            "sender": self.sender,
+            "tps": self.tps,
+            "require_tls": self.require_tls,
+            "max_file_bytes": self.max_file_bytes,
+            "max_parts": self.max_parts,
+            "allow_duplicates": self.allow_duplicates,
+            "duplicate_window_hours": self.duplicate_window_hours,
+        }
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One claimed file, as the ledger knows it."""
+
+    seq: int
+    id: str
+    product: str
+    file_name: str
+    spool_path: str
+    source: str
+    state: str
+    received_at: float
+    updated_at: float
+    sha256: str | None = None
+    size_bytes: int | None = None
+    error_code: str | None = None
+    error_text: str | None = None
+    duplicate_of: str | None = None
+    callback_level: int | None = None
+    rows: int = 0
+    completed_at: float | None = None

@@ -1,0 +1,190 @@
+"""The per-batch report files of DESIGN.md §7: ``summary.json`` and ``report.csv``.
+
+Both are rebuilt from the ledger (never patched in place) and written
+atomically, so a client downloading one always gets a whole, consistent file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import codes
+from ..ledger import Ledger
+from ..ledger.messages import StatusTally
+from ..models import COMPLETE, DISPATCHING, Batch
+from ..storage import LocalStorage
+
+REPORT_COLUMNS = [
+    "row",
+    "to",
+    "climsgid",
+    "message_id",
+    "parts",
+    "status",
+    "status_text",
+    "error_code",
+    "error_text",
+    "submitted_at",
+    "updated_at",
+    "possible_duplicate",
+]
+
+# Spreadsheet programs run cells starting with these as formulas; a sender's
+# own data must never become one in a report they open (CSV injection).
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def report_names(batch: Batch) -> tuple[str, str]:
+    base = f"{batch.file_name}.{batch.id}"
+    return f"{base}.summary.json", f"{base}.report.csv"
+
+
+@dataclass(frozen=True)
+class Counts:
+    rows: int
+    accepted: int
+    rejected: int
+    queued: int
+    scheduled: int
+    submitted: int
+    delivered: int
+    failed: int
+    cancelled: int
+    expired: int
+    receipt_timeouts: int
+    possible_duplicates: int
+    parts: int
+
+    @property
+    def open(self) -> int:
+        """Messages whose outcome is still to come."""
+        return self.queued + self.scheduled + self.submitted - self.receipt_timeouts
+
+    @classmethod
+    def tally(cls, tallies: list[StatusTally]) -> "Counts":
+        by: dict[str, int] = {}
+        rejected = parts = timeouts = duplicates = 0
+        for t in tallies:
+            by[t.status] = by.get(t.status, 0) + t.messages
+            if t.status == codes.ERROR and not t.sent:
+                rejected += t.messages
+            else:
+                parts += t.parts
+            if t.status == codes.SUBMITTED:  # a late receipt makes it final anyway
+                timeouts += t.receipt_timeouts
+            duplicates += t.possible_duplicates
+        rows = sum(by.values())
+        return cls(
+            rows=rows,
+            accepted=rows - rejected,
+            rejected=rejected,
+            queued=by.get(codes.QUEUED, 0),
+            scheduled=by.get(codes.SCHEDULED, 0),
+            submitted=by.get(codes.SUBMITTED, 0),
+            delivered=by.get(codes.DELIVERED, 0),
+            failed=by.get(codes.ERROR, 0) - rejected + by.get(codes.UNDELIVERABLE, 0) + by.get(codes.ROUTING_ERROR, 0),
+            cancelled=by.get(codes.CANCELLED, 0),
+            expired=by.get(codes.EXPIRED, 0),
+            receipt_timeouts=timeouts,
+            possible_duplicates=duplicates,
+            parts=parts,
+        )
+
+
+def summary_document(batch: Batch, counts: Counts) -> dict[str, Any]:
+    document_counts = {
+        k: getattr(counts, k)
+        for k in (
+            "rows", "accepted", "rejected", "queued", "scheduled", "submitted", "delivered",
+            "failed", "cancelled", "expired", "receipt_timeouts", "possible_duplicates",
+        )
+    }
+    return {
+        "batch": batch.id,
+        "product": batch.product,
+        "file": batch.file_name,
+        "sha256": batch.sha256,
+        "size": batch.size_bytes,
+        "state": batch.state,
+        "error_code": batch.error_code,
+        "error_text": batch.error_text,
+        "duplicate_of": batch.duplicate_of,
+        "counts": document_counts,
+        "parts": counts.parts,
+        "received_at": iso(batch.received_at),
+        "updated_at": iso(batch.updated_at),
+        "completed_at": iso(batch.completed_at),
+    }
+
+
+def _iso_column(seconds: pd.Series) -> pd.Series:
+    stamps = pd.to_datetime(seconds, unit="s", utc=True)
+    text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.slice(0, 23) + "Z"
+    return text.where(seconds.notna(), "")
+
+
+def _neutralise(values: pd.Series) -> pd.Series:
+    values = values.fillna("").astype(str)
+    return values.where(~values.str.contains(_FORMULA_START, regex=True), "'" + values)
+
+
+def report_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Ledger rows (see ``Ledger.report_frames``) -> the report.csv columns."""
+    status = frame["status"].astype(str)
+    out = pd.DataFrame(
+        {
+            "row": frame["row_no"],
+            "to": _neutralise(frame["destination"]),
+            "climsgid": _neutralise(frame["climsgid"]),
+            "message_id": frame["upstream_id"].fillna("").astype(str),
+            "parts": frame["parts"],
+            "status": status,
+            "status_text": status.map(codes.STATUS_TEXT).fillna(""),
+            "error_code": frame["error_code"].fillna("").astype(str),
+            "error_text": _neutralise(frame["error_text"]),
+            "submitted_at": _iso_column(frame["submitted_at"]),
+            "updated_at": _iso_column(frame["updated_at"]),
+            "possible_duplicate": frame["possible_duplicate"].map({1: "1"}).fillna(""),
+        }
+    )
+    return out[REPORT_COLUMNS]
+
+
+class ReportWriter:
+    def __init__(self, ledger: Ledger, storage: LocalStorage) -> None:
+        self.ledger = ledger
+        self.storage = storage
+
+    def write(self, batch: Batch, counts: Counts) -> tuple[Path, Path]:
+        """Write both files of one batch, the CSV first so the summary never runs ahead of it."""
+        summary_name, csv_name = report_names(batch)
+        folder = self.storage.reports(batch.product)
+        csv_path = folder / csv_name
+        with self.storage.atomic_writer(csv_path) as fh:
+            fh.write(",".join(REPORT_COLUMNS) + "\n")
+            for frame in self.ledger.report_frames(batch.seq):
+                report_frame(frame).to_csv(fh, header=False, index=False, lineterminator="\n")
+        summary_path = folder / summary_name
+        with self.storage.atomic_writer(summary_path) as fh:
+            json.dump(summary_document(batch, counts), fh, indent=2)
+            fh.write("\n")
+        return summary_path, csv_path
+
+
+def next_state(batch: Batch, counts: Counts) -> str | None:
+    """The state a dispatching batch moves to now, if any."""
+    if batch.state == DISPATCHING and counts.open == 0:
+        return COMPLETE
+    return None

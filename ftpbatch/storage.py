@@ -1,0 +1,132 @@
+"""The data root's folder layout, reached through one small interface.
+
+Everything that moves a batch file goes through :class:`LocalStorage`, so a
+shared or object store can replace it later (DESIGN.md §12.5)::
+
+    <root>/homes/<product>/inbox/     uploads and local drops
+    <root>/homes/<product>/reports/   report files (written atomically)
+    <root>/homes/<product>/archive/   processed originals
+    <root>/spool/<product>/<batch id>--<name>   claimed, not visible by FTP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from .ids import new_batch_id
+
+HOME_FOLDERS = ("inbox", "reports", "archive")
+_ID_LENGTH = 26
+_SEPARATOR = "--"
+
+# Names that are never processed: uploads in progress by convention (DESIGN §3).
+_TEMP_SUFFIXES = (".part", ".tmp", ".filepart", ".partial")
+
+
+def is_temporary_name(name: str) -> bool:
+    lowered = name.lower()
+    return name.startswith(".") or lowered.endswith(_TEMP_SUFFIXES)
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.homes = root / "homes"
+        self.spool = root / "spool"
+
+    def prepare(self) -> None:
+        self.homes.mkdir(parents=True, exist_ok=True)
+        self.spool.mkdir(parents=True, exist_ok=True)
+
+    # --- homes ---------------------------------------------------------
+    def home(self, product: str) -> Path:
+        return self.homes / product
+
+    def inbox(self, product: str) -> Path:
+        return self.homes / product / "inbox"
+
+    def reports(self, product: str) -> Path:
+        return self.homes / product / "reports"
+
+    def archive_dir(self, product: str) -> Path:
+        return self.homes / product / "archive"
+
+    def ensure_home(self, product: str) -> Path:
+        for folder in HOME_FOLDERS:
+            (self.homes / product / folder).mkdir(parents=True, exist_ok=True)
+        return self.home(product)
+
+    def inbox_owner(self, path: Path) -> str | None:
+        """The product whose inbox directly holds ``path``, else None."""
+        try:
+            relative = path.relative_to(self.homes)
+        except ValueError:
+            return None
+        parts = relative.parts
+        if len(parts) == 3 and parts[1] == "inbox":
+            return parts[0]
+        return None
+
+    def pending_files(self) -> Iterator[Path]:
+        """Every candidate file in every inbox (for rescans)."""
+        for inbox in self.homes.glob("*/inbox"):
+            with os.scandir(inbox) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False) and not is_temporary_name(entry.name):
+                        yield Path(entry.path)
+
+    # --- spool ---------------------------------------------------------
+    def claim(self, path: Path, product: str) -> tuple[str, Path] | None:
+        """Atomically move ``path`` into the spool; None if someone else got it first."""
+        batch_id = new_batch_id()
+        folder = self.spool / product
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{batch_id}{_SEPARATOR}{path.name}"
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return None
+        return batch_id, target
+
+    def spooled_files(self) -> Iterator[tuple[str, str, str, Path]]:
+        """(batch id, product, original name, path) of every file in the spool."""
+        for folder in sorted(p for p in self.spool.iterdir() if p.is_dir()):
+            for path in sorted(folder.iterdir()):
+                name = path.name
+                if len(name) > _ID_LENGTH + len(_SEPARATOR) and name[_ID_LENGTH:].startswith(_SEPARATOR):
+                    yield name[:_ID_LENGTH], folder.name, name[_ID_LENGTH + len(_SEPARATOR):], path
+
+    def archive(self, spooled: Path, product: str, name: str, batch_id: str) -> Path:
+        """Move a processed original to the product's ``archive/``, never overwriting."""
+        folder = self.archive_dir(product)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        if target.exists():
+            stem, dot, suffix = name.partition(".")
+            target = folder / (f"{stem}.{batch_id}{dot}{suffix}" if dot else f"{name}.{batch_id}")
+        os.replace(spooled, target)
+        return target
+
+    # --- reports -------------------------------------------------------
+    @contextlib.contextmanager
+    def atomic_writer(self, path: Path, mode: str = "w") -> Iterator[IO]:
+        """Write to a hidden temporary file beside ``path``, then rename over it.
+
+        A client downloading a report never sees half a file; the temporary
+        name starts with '.' so it is never mistaken for an upload either.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as fh:
+                yield fh
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise

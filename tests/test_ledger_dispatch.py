@@ -1,0 +1,191 @@
+"""The dispatch state machine in a real SQLite ledger, and the sim connector through the dispatcher."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ftpbatch import codes
+from ftpbatch.dispatch.connector import Receipt, SubmitResult
+from ftpbatch.dispatch.dispatcher import Dispatcher
+from ftpbatch.dispatch.sim import SimConnector
+from ftpbatch.dispatch.throttle import TokenBucket
+from ftpbatch.ledger import Ledger
+from ftpbatch.models import Product
+from ftpbatch.report.files import Counts
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def rows(n: int, status: str = codes.QUEUED, start: int = 1) -> pd.DataFrame:
+    """A frame shaped like the rules stage's output."""
+    return pd.DataFrame(
+        {
+            "row": range(start, start + n),
+            "destination": [f"4477009{i:05d}" for i in range(start, start + n)],
+            "text": [f"message {i}" for i in range(start, start + n)],
+            "sender": [None] * n,
+            "climsgid": [f"c{i}" for i in range(start, start + n)],
+            "encoding": ["gsm7"] * n,
+            "parts": [1] * n,
+            "status": [status] * n,
+            "error_code": [None] * n,
+            "error_text": [None] * n,
+            "not_before": pd.Series([pd.NaT] * n, dtype="datetime64[ns, UTC]"),
+            "validity_minutes": pd.Series([None] * n, dtype="Int64"),
+        }
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    ledger = Ledger(tmp_path / "ledger.db", receipt_timeout=3600)
+    ledger.add_product(Product("acme", "x"))
+    yield ledger
+    ledger.close()
+
+
+def new_batch(ledger: Ledger, n: int) -> int:
+    batch = ledger.record_claim(f"01BATCH{n:019d}", "acme", "f.csv", "/spool/f.csv", "ftp", time.time())
+    ledger.start_processing(batch.seq)
+    ledger.insert_messages(batch.seq, "acme", rows(n))
+    ledger.finish_intake(batch.seq, n, None)
+    return batch.seq
+
+
+def statuses(ledger: Ledger, seq: int) -> dict[str, int]:
+    return {t.status: t.messages for t in ledger.status_counts(seq)}
+
+
+def test_lease_takes_due_messages_once(ledger: Ledger):
+    seq = new_batch(ledger, 5)
+    first = ledger.lease("node", "acme", 3, time.time(), 60)
+    second = ledger.lease("node", "acme", 10, time.time(), 60)
+    assert [m.message_id for m in first] == [1, 2, 3]
+    assert [m.message_id for m in second] == [4, 5]
+    assert ledger.lease("node", "acme", 10, time.time(), 60) == []
+    assert all(m.attempt == 1 for m in first + second)
+    assert statuses(ledger, seq) == {"002": 5}
+
+
+def test_stale_or_repeated_answers_change_nothing(ledger: Ledger):
+    seq = new_batch(ledger, 1)
+    (message,) = ledger.lease("node", "acme", 1, time.time(), 60)
+    ledger.record_results("sim", [SubmitResult(message.message_id, message.attempt, upstream_id="u1")])
+    # a late duplicate answer with another id, and one for an older attempt
+    ledger.record_results("sim", [SubmitResult(message.message_id, message.attempt, upstream_id="u2")])
+    ledger.record_results("sim", [SubmitResult(message.message_id, message.attempt - 1, error_code="105")])
+    frame = next(ledger.report_frames(seq))
+    assert frame.loc[0, "upstream_id"] == "u1"
+    assert frame.loc[0, "status"] == "003"
+    # a receipt, then the same receipt again
+    receipt = Receipt("sim", "u1", codes.DELIVERED, NOW)
+    ledger.record_receipts([receipt])
+    ledger.record_receipts([Receipt("sim", "u1", codes.UNDELIVERABLE, NOW)])
+    assert statuses(ledger, seq) == {"004": 1}
+
+
+def test_receipt_before_submit_answer_is_parked_then_applied(ledger: Ledger):
+    seq = new_batch(ledger, 1)
+    (message,) = ledger.lease("node", "acme", 1, time.time(), 60)
+    assert ledger.record_receipts([Receipt("sim", "early", codes.UNDELIVERABLE, NOW, "absent subscriber")]) == 1
+    assert statuses(ledger, seq) == {"002": 1}
+    ledger.record_results("sim", [SubmitResult(message.message_id, message.attempt, upstream_id="early")])
+    frame = next(ledger.report_frames(seq))
+    assert frame.loc[0, "status"] == "007"
+    assert frame.loc[0, "error_text"] == "absent subscriber"
+
+
+def test_expired_lease_is_sent_again_and_flagged_possible_duplicate(ledger: Ledger):
+    seq = new_batch(ledger, 3)
+    now = time.time()
+    leased = ledger.lease("crashed-node", "acme", 2, now, lease_seconds=5)
+    assert len(leased) == 2
+    # before expiry nobody else gets them; after it, they come back flagged
+    assert [m.message_id for m in ledger.lease("node-b", "acme", 10, now + 1, 60)] == [3]
+    again = ledger.lease("node-b", "acme", 10, now + 10, 60)
+    assert [m.message_id for m in again] == [1, 2]
+    assert [m.attempt for m in again] == [2, 2]
+    counts = Counts.tally(ledger.status_counts(seq))
+    assert counts.possible_duplicates == 2
+    # the crashed node's late answer (attempt 1) is ignored
+    ledger.record_results("sim", [SubmitResult(1, 1, upstream_id="late")])
+    assert next(ledger.report_frames(seq)).loc[0, "upstream_id"] is None
+
+
+def test_restarted_node_resumes_its_own_leases_at_once(ledger: Ledger):
+    new_batch(ledger, 2)
+    ledger.lease("node-a", "acme", 2, time.time(), lease_seconds=3600)
+    assert ledger.expire_leases_of("node-a") == 2
+    again = ledger.lease("node-a", "acme", 10, time.time(), 60)
+    assert len(again) == 2
+
+
+def test_retry_answer_returns_message_to_queue_without_duplicate_flag(ledger: Ledger):
+    seq = new_batch(ledger, 1)
+    (message,) = ledger.lease("node", "acme", 1, time.time(), 60)
+    ledger.record_results("sim", [SubmitResult(message.message_id, message.attempt, retry=True)])
+    (again,) = ledger.lease("node", "acme", 1, time.time(), 60)
+    assert again.attempt == 2
+    assert Counts.tally(ledger.status_counts(seq)).possible_duplicates == 0
+
+
+def test_overdue_receipts_stop_holding_the_batch_open(ledger: Ledger):
+    ledger.receipt_timeout = 0.0
+    seq = new_batch(ledger, 2)
+    leased = ledger.lease("node", "acme", 2, time.time(), 60)
+    ledger.record_results("sim", [SubmitResult(m.message_id, m.attempt, upstream_id=f"u{m.message_id}") for m in leased])
+    assert Counts.tally(ledger.status_counts(seq)).open == 2
+    assert ledger.time_out_receipts(time.time() + 1) == 2
+    counts = Counts.tally(ledger.status_counts(seq))
+    assert counts.open == 0 and counts.receipt_timeouts == 2 and counts.submitted == 2
+
+
+def test_dispatcher_with_sim_delivers_everything(ledger: Ledger):
+    seq = new_batch(ledger, 500)
+    connector = SimConnector(receipt_delay=0.05, failure_ratio=0.1, seed=7)
+    dispatcher = Dispatcher(ledger, connector, "node")
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counts = Counts.tally(ledger.status_counts(seq))
+            if counts.delivered + counts.failed == 500:
+                break
+            time.sleep(0.05)
+    finally:
+        dispatcher.stop()
+    counts = Counts.tally(ledger.status_counts(seq))
+    assert counts.delivered + counts.failed == 500
+    assert 20 <= counts.failed <= 80  # ~10 % simulated failures
+    frame = pd.concat(ledger.report_frames(seq))
+    assert frame["upstream_id"].is_unique
+
+
+def test_product_tps_limits_the_send_rate(ledger: Ledger):
+    ledger.update_product("acme", tps=50.0)
+    seq = new_batch(ledger, 100)
+    dispatcher = Dispatcher(ledger, SimConnector(receipt_delay=0.0), "node")
+    started = time.monotonic()
+    dispatcher.start()
+    try:
+        while Counts.tally(ledger.status_counts(seq)).queued and time.monotonic() - started < 10:
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+    finally:
+        dispatcher.stop()
+    # 100 messages at 50/s with a burst of 50: at least ~1 s, clearly not instant
+    assert elapsed >= 0.9
+
+
+def test_token_bucket_rate():
+    bucket = TokenBucket(10, burst=10)
+    assert bucket.available() == 10
+    bucket.take(10)
+    assert bucket.available() == 0
+    assert 0.05 < bucket.wait_time(1) <= 0.1 + 1e-6
+    assert TokenBucket(0).unlimited

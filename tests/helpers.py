@@ -105,7 +105,11 @@ class ServerProcess:
     def ftp(self, account: Account, source_ip: str = "127.0.0.1") -> ftplib.FTP:
         client = ftplib.FTP(timeout=10)
         client.connect(self.host, self.port, source_address=(source_ip, 0))
-        client.login(account.name, account.password)
+        try:
+            client.login(account.name, account.password)
+        except BaseException:
+            client.close()
+            raise
         return client
 
     def url(self, account: Account, path: str = "/") -> str:

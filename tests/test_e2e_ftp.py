@@ -25,13 +25,16 @@ from .helpers import (
     wait_for_summary,
 )
 
-CSV = (
-    "to,text\n"
-    "07700900001,Hello Ann\n"
-    "+44 7700 900002,Hello Bob\n"
-    "12,too short\n"
-    "07700900004,   \n"
-).encode()
+
+def batch(tag: str) -> bytes:
+    """Four rows: two good, one bad number (105), one empty text (107). ``tag`` keeps files distinct."""
+    return (
+        "to,text\n"
+        f"07700900001,Hello Ann ({tag})\n"
+        f"+44 7700 900002,Hello Bob ({tag})\n"
+        "12,too short\n"
+        "07700900004,   \n"
+    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def site(tmp_path_factory: pytest.TempPathFactory):
 def test_ftplib_upload_gets_complete_report_with_a_row_per_input_row(site):
     server, accounts = site
     with server.ftp(accounts["acme"]) as client:
-        assert upload(client, "first.csv", CSV).startswith("226")
+        assert upload(client, "first.csv", batch("first")).startswith("226")
         summary = wait_for_summary(server.root, "acme", "first.csv", ("complete",))
         report_name = f"first.csv.{summary['batch']}.report.csv"
         assert report_name in client.nlst("/reports")
@@ -67,14 +70,14 @@ def test_ftplib_upload_gets_complete_report_with_a_row_per_input_row(site):
     assert rows[0]["message_id"] and rows[0]["message_id"] != rows[1]["message_id"]
     assert rows[0]["submitted_at"].endswith("Z")
     # the original is archived, the inbox is empty
-    assert (server.root / "homes/acme/archive/first.csv").read_bytes() == CSV
+    assert (server.root / "homes/acme/archive/first.csv").read_bytes() == batch("first")
     assert list((server.root / "homes/acme/inbox").iterdir()) == []
 
 
 def test_curl_upload_then_report_downloaded_with_curl(site, tmp_path: Path):
     server, accounts = site
     batch_file = tmp_path / "curl.csv"
-    batch_file.write_bytes(CSV)
+    batch_file.write_bytes(batch("curl"))
     started = time.monotonic()
     subprocess.run(["curl", "-sS", "-T", str(batch_file), server.url(accounts["acme"], "/inbox/")], check=True)
     summary = wait_for_summary(server.root, "acme", "curl.csv", ("complete",), timeout=2.0)
@@ -94,7 +97,7 @@ def test_local_drop_is_processed(site):
     server, _ = site
     inbox = server.root / "homes/acme/inbox"
     # written under a temporary name and moved in, as an operator's script would
-    (inbox / "dropped.csv.tmp").write_bytes(CSV.replace(b"Hello", b"Dropped"))
+    (inbox / "dropped.csv.tmp").write_bytes(batch("dropped"))
     (inbox / "dropped.csv.tmp").rename(inbox / "dropped.csv")
     summary = wait_for_summary(server.root, "acme", "dropped.csv", ("complete",))
     assert summary["counts"]["rows"] == 4
@@ -104,10 +107,11 @@ def test_local_copy_written_in_place_is_processed_once_settled(site):
     server, _ = site
     target = server.root / "homes/acme/inbox/copied.csv"
     with target.open("wb") as fh:  # written slowly, in place
-        fh.write(CSV[:20])
+        data = batch("copied")
+        fh.write(data[:20])
         fh.flush()
         time.sleep(0.3)
-        fh.write(CSV[20:].replace(b"Hello", b"Copied"))
+        fh.write(data[20:])
     summary = wait_for_summary(server.root, "acme", "copied.csv", ("complete",))
     assert summary["counts"]["rows"] == 4
 
@@ -117,7 +121,7 @@ def test_aborted_upload_leaves_no_file_and_no_batch(site):
     before = _batch_count(server.root)
     client = server.ftp(accounts["acme"])
     conn = client.transfercmd("STOR /inbox/aborted.csv")
-    conn.sendall(CSV[:30])
+    conn.sendall(batch("aborted")[:30])
     time.sleep(0.2)
     client.abort()  # ABOR while the data connection is still open
     conn.close()
@@ -126,9 +130,10 @@ def test_aborted_upload_leaves_no_file_and_no_batch(site):
     # and a client whose control connection dies mid-transfer
     client = server.ftp(accounts["acme"])
     conn = client.transfercmd("STOR /inbox/dropped-conn.csv")
-    conn.sendall(CSV[:30])
+    conn.sendall(batch("aborted")[:30])
     time.sleep(0.1)
-    client.sock.close()
+    client.sock.shutdown(socket.SHUT_RDWR)
+    client.close()
     time.sleep(0.2)
     conn.close()
 
@@ -143,7 +148,7 @@ def test_aborted_upload_leaves_no_file_and_no_batch(site):
 def test_part_upload_is_processed_only_after_rename(site):
     server, accounts = site
     with server.ftp(accounts["acme"]) as client:
-        upload(client, "renamed.csv.part", CSV)
+        upload(client, "renamed.csv.part", batch("renamed"))
         time.sleep(0.6)
         assert find_summary(server.root, "acme", "renamed.csv.part") is None
         assert "renamed.csv.part" in client.nlst("/inbox")
@@ -178,7 +183,7 @@ def test_a_product_cannot_reach_another_products_files(site):
     secret = server.root / "homes/other/reports/secret.csv"
     secret.write_text("private")
     with server.ftp(accounts["acme"]) as client:
-        assert sorted(client.nlst("/")) == ["/archive", "/inbox", "/reports"]
+        assert sorted(client.nlst("/")) == ["archive", "inbox", "reports"]
         for path in ("../other/reports/secret.csv", "/../other/reports/secret.csv", "../../homes/other/reports/secret.csv"):
             with pytest.raises(ftplib.error_perm):
                 download(client, path)
@@ -188,7 +193,7 @@ def test_a_product_cannot_reach_another_products_files(site):
         # uploads anywhere but /inbox get a clear 550 naming /inbox
         for folder in ("/reports", "/archive", "", "/inbox/../reports"):
             with pytest.raises(ftplib.error_perm, match=r"550 .*/inbox"):
-                upload(client, "x.csv", CSV, folder=folder)
+                upload(client, "x.csv", batch("x"), folder=folder)
         with pytest.raises(ftplib.error_perm):
             client.mkd("/inbox/sub")
 
@@ -249,11 +254,14 @@ def test_file_left_in_spool_is_resumed_without_resending(tmp_path: Path):
     gateway.ledger.start_processing(batch.seq)
     parsed = open_batch(Path(batch.spool_path), "resume.csv", FileCredentials("acme", lambda p: False), chunk_rows=4)
     rules = BatchRules(product_rules(product), pd.Timestamp.now(tz="UTC").to_pydatetime())
-    gateway.ledger.insert_messages(batch.seq, "acme", rules.apply(next(parsed.chunks)))
+    first_chunk = rules.apply(next(parsed.chunks))
+    stored = len(first_chunk)
+    assert 0 < stored < 10
+    gateway.ledger.insert_messages(batch.seq, "acme", first_chunk)
     gateway.dispatcher.start()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if sum(t.messages for t in gateway.ledger.status_counts(batch.seq) if t.status == "003") == 4:
+        if sum(t.messages for t in gateway.ledger.status_counts(batch.seq) if t.status == "003") == stored:
             break
         time.sleep(0.02)
     gateway.dispatcher.stop()
@@ -261,7 +269,7 @@ def test_file_left_in_spool_is_resumed_without_resending(tmp_path: Path):
         r["row_no"]: r["upstream_id"] for r in next(gateway.ledger.report_frames(batch.seq)).to_dict("records")
     }
     gateway.ledger.close()
-    assert len([v for v in first_ids.values() if v]) == 4
+    assert len([v for v in first_ids.values() if v]) == stored
 
     # Second life: the real server starts, finds the batch in the spool, finishes it.
     with ServerProcess(root, "--connector", "sim://?receipt_delay=0.05", env={"FTPBATCH_DISPATCH_RECEIPT_TIMEOUT": "1"}):
@@ -269,11 +277,12 @@ def test_file_left_in_spool_is_resumed_without_resending(tmp_path: Path):
         report = read_report(root, "acme", summary)
     assert [int(r["row"]) for r in report] == list(range(1, 11))
     # rows submitted in the first life kept their upstream ids: not sent again
-    for row in report[:4]:
+    for row in report[:stored]:
         assert row["message_id"] == first_ids[int(row["row"])]
     assert len({r["message_id"] for r in report}) == 10
-    # the first four never get receipts (they went with the old SMSC): timed out, not re-sent
-    assert summary["counts"]["delivered"] == 6
-    assert summary["counts"]["submitted"] == 4
-    assert summary["counts"]["receipt_timeouts"] == 4
+    # the first ones never get receipts (they went with the old SMSC): timed out, not re-sent
+    assert summary["counts"]["delivered"] == 10 - stored
+    assert summary["counts"]["submitted"] == stored
+    assert summary["counts"]["receipt_timeouts"] == stored
+    assert summary["counts"]["possible_duplicates"] == 0
     assert not list((root / "spool/acme").iterdir())

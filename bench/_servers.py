@@ -42,6 +42,9 @@ class FtpbatchServer:
             **os.environ,
             "FTPBATCH_REPORT_INTERVAL": "0.02",
             "FTPBATCH_INTAKE_SETTLE_SECONDS": "0.1",
+            # every benchmark client comes from 127.0.0.1
+            "FTPBATCH_FTP_MAX_CONS_PER_IP": "1024",
+            "FTPBATCH_FTP_MAX_CONS": "1024",
         }
         self.log = open(root / "server.log", "a")
         self.proc = subprocess.Popen(

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from ..config import IntakeSettings
@@ -73,7 +80,14 @@ class Intake:
         self.storage.prepare()
         self.resume_spool()
         observer = Observer()
-        observer.schedule(_InboxEvents(self), str(self.storage.homes), recursive=True)
+        # Only closes, moves and creations: asking inotify for IN_MODIFY too
+        # would wake this process for every block written by every upload.
+        observer.schedule(
+            _InboxEvents(self),
+            str(self.storage.homes),
+            recursive=True,
+            event_filter=[FileClosedEvent, FileMovedEvent, FileCreatedEvent, DirCreatedEvent],
+        )
         observer.daemon = True
         observer.start()
         self._observer = observer

@@ -25,6 +25,7 @@ from ..parse import FileCredentials, open_batch
 from ..passwords import verify_password
 from ..rules import BatchRules, ProductRules
 from ..storage import LocalStorage
+from .readahead import read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,7 @@ class Ingest:
         already = self.ledger.max_row(batch.seq)  # > 0 when resuming after a crash
         rows = 0
         started = time.perf_counter()
-        for chunk in parsed.chunks:
-            checked = rules.apply(chunk)
+        for checked in read_ahead((rules.apply(chunk) for chunk in parsed.chunks), name=f"ingest-{batch.id}"):
             rows = int(checked["row"].iloc[-1]) if len(checked) else rows
             if already:
                 checked = checked[checked["row"] > already]

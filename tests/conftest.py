@@ -1,0 +1,1 @@
+from tests.smsc.fixtures import smsc, smsc_factory  # noqa: F401

@@ -1,0 +1,249 @@
+"""The SMPP connector's pure parts: URL options, encodings, receipts, status map."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ftpbatch.dispatch.smpp.connector import _relative_time, _source_address
+from ftpbatch.dispatch.smpp.encoding import (
+    DCS_GSM,
+    DCS_UCS2,
+    ESM_UDHI,
+    TLV_SAR_MSG_REF_NUM,
+    TLV_SAR_SEGMENT_SEQNUM,
+    TLV_SAR_TOTAL_SEGMENTS,
+    EncodingError,
+    build_parts,
+    gsm_septets,
+    pack_septets,
+    unpack_septets,
+)
+from ftpbatch.dispatch.smpp.receipts import (
+    TLV_MESSAGE_STATE,
+    TLV_RECEIPTED_MESSAGE_ID,
+    is_receipt,
+    normalise_submit_id,
+    parse_receipt,
+    parse_text,
+)
+from ftpbatch.dispatch.smpp.settings import SmppSettings, parse_url
+from ftpbatch.dispatch.smpp.status import Action, status_from_error, submit_outcome
+from ftpbatch.errors import ConfigError
+from ftpbatch.rules.gsm import GSM_BASIC, GSM_ESCAPE, GSM_EXTENSION
+from ftpbatch.rules.segments import split_parts
+
+
+# ----------------------------------------------------------------- settings
+def test_url_defaults() -> None:
+    s = parse_url("smpp://acme:s3cret@smsc.example.net")
+    assert (s.system_id, s.password, s.host, s.port) == ("acme", "s3cret", "smsc.example.net", 2775)
+    assert (s.bind, s.window, s.tps, s.gsm_packed, s.sar, s.receipt_id) == ("trx", 10, None, False, False, "as-is")
+    assert (s.source_ton, s.source_npi, s.dest_ton, s.dest_npi) == (None, None, 1, 1)
+    assert s.account == "smpp:acme@smsc.example.net:2775"
+
+
+def test_url_every_option() -> None:
+    s = parse_url(
+        "smpp://acme:p%40ss@10.0.0.1:2776?bind=tx+rx&window=50&tps=250&system_type=VMA&service_type=CMT"
+        "&source_ton=1&source_npi=1&dest_ton=2&dest_npi=8&gsm_packed=1&sar=1&receipt_id=dec"
+        "&receipt_timeout=3600&enquire_link=15&response_timeout=5&reconnect_min=0.5&reconnect_max=30"
+        "&throttle_min=0.1&throttle_max=5&retry_max=3&connect_timeout=4"
+    )
+    assert s == SmppSettings(
+        host="10.0.0.1", port=2776, system_id="acme", password="p@ss", bind="tx+rx", system_type="VMA",
+        service_type="CMT", window=50, tps=250.0, source_ton=1, source_npi=1, dest_ton=2, dest_npi=8,
+        gsm_packed=True, sar=True, receipt_id="dec", receipt_timeout=3600.0, enquire_link=15.0,
+        response_timeout=5.0, connect_timeout=4.0, reconnect_min=0.5, reconnect_max=30.0, throttle_min=0.1,
+        throttle_max=5.0, retry_max=3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://a:b@h:1", "smpp://"),
+        ("smpp://a:b@h:1?windw=5", "unknown SMPP connector option 'windw'"),
+        ("smpp://a:b@h:1?window=zero", "window='zero' is not a number"),
+        ("smpp://a:b@h:1?window=0", "window=0 must be between 1 and 1000"),
+        ("smpp://a:b@h:1?bind=rx", "bind='rx' must be one of trx, tx+rx"),
+        ("smpp://a:b@h:1?gsm_packed=maybe", "must be 0 or 1"),
+        ("smpp://a:b@h:1?receipt_id=octal", "receipt_id='octal'"),
+        ("smpp://a:b@h:1?response_timeout=-1", "response_timeout=-1.0 must be positive"),
+        ("smpp://a:b@h:1?dest_ton=300", "dest_ton=300 must be between 0 and 255"),
+        ("smpp://a:b@h:99999", "bad port"),
+        ("smpp://averyveryverylongsystemid:b@h:1", "at most 15"),
+    ],
+)
+def test_url_errors_name_the_problem(url: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_url(url)
+    assert words in str(info.value)
+
+
+# ----------------------------------------------------------------- encoding
+def test_gsm_table_matches_an_independent_codec() -> None:
+    gsm0338 = pytest.importorskip("gsm0338")
+    del gsm0338
+    for ch in [c for c in GSM_BASIC if c != GSM_ESCAPE] + list(GSM_EXTENSION):
+        assert bytes(gsm_septets(ch)) == ch.encode("gsm03.38"), repr(ch)
+
+
+def test_pack_known_vector() -> None:
+    # The classic example of GSM 03.38 packing.
+    assert pack_septets(gsm_septets("hellohello")).hex().upper() == "E8329BFD4697D9EC37"
+
+
+def test_pack_adds_cr_instead_of_seven_spare_bits() -> None:
+    seven = pack_septets(gsm_septets("1234567"))  # 49 bits -> 7 spare bits in the 7th octet
+    assert len(seven) == 7
+    assert unpack_septets(seven, 8)[-1] == 0x0D
+
+
+@given(st.lists(st.integers(0, 127), max_size=200), st.integers(0, 6))
+def test_pack_round_trip(septets: list[int], fill: int) -> None:
+    packed = pack_septets(septets, fill)
+    assert unpack_septets(packed, len(septets), fill) == septets
+    assert len(packed) <= (len(septets) * 7 + fill + 7 + 7) // 8
+
+
+def test_single_gsm_part() -> None:
+    [part] = build_parts("Hi € [x]", "gsm7", split=split_parts, reference=1)
+    assert part.data_coding == DCS_GSM and part.esm_class == 0 and part.tlvs == ()
+    assert part.short_message == bytes([0x48, 0x69, 0x20, 0x1B, 0x65, 0x20, 0x1B, 0x3C, 0x78, 0x1B, 0x3E])
+
+
+def test_udh_parts_share_reference() -> None:
+    text = "x" * 200 + "€"
+    parts = build_parts(text, "gsm7", split=split_parts, reference=0x1234, packed=False)
+    assert len(parts) == 2
+    for seq, part in enumerate(parts, start=1):
+        assert part.esm_class == ESM_UDHI
+        assert part.short_message[:6] == bytes([5, 0, 3, 0x34, 2, seq])
+    assert len(parts[0].short_message) == 6 + 153
+
+
+def test_packed_udh_parts_fit_140_octets() -> None:
+    parts = build_parts("y" * 400, "gsm7", split=split_parts, reference=7, packed=True)
+    assert [len(p.short_message) for p in parts] == [140, 140, 6 + (94 * 7 + 1 + 7) // 8]
+    assert unpack_septets(parts[0].short_message[6:], 153, 1) == [ord("y")] * 153
+
+
+def test_ucs2_parts_keep_surrogate_pairs() -> None:
+    text = "ж" * 66 + "😀" + "ж" * 10
+    parts = build_parts(text, "ucs2", split=split_parts, reference=3)
+    assert [p.data_coding for p in parts] == [DCS_UCS2, DCS_UCS2]
+    bodies = [p.short_message[6:] for p in parts]
+    assert len(bodies[0]) == 66 * 2  # the pair did not fit: it opens part 2
+    assert "".join(b.decode("utf-16-be") for b in bodies) == text
+
+
+def test_sar_parts() -> None:
+    parts = build_parts("z" * 300, "gsm7", split=split_parts, reference=0x1FFFF, sar=True)
+    assert len(parts) == 2
+    for seq, part in enumerate(parts, start=1):
+        assert part.esm_class == 0
+        assert dict(part.tlvs) == {TLV_SAR_MSG_REF_NUM: b"\xff\xff", TLV_SAR_TOTAL_SEGMENTS: b"\x02",
+                                   TLV_SAR_SEGMENT_SEQNUM: bytes([seq])}
+
+
+def test_text_outside_its_encoding_is_an_error() -> None:
+    with pytest.raises(EncodingError, match="U\\+0416"):
+        build_parts("Ж", "gsm7", split=split_parts, reference=1)
+    with pytest.raises(EncodingError, match="unknown encoding"):
+        build_parts("x", "latin1", split=split_parts, reference=1)
+
+
+# ----------------------------------------------------------------- receipts
+RECEIPT = b"id:0A1B2C sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:Hello"
+
+
+def test_receipt_text_fields() -> None:
+    fields = parse_text(RECEIPT)
+    assert fields["id"] == "0A1B2C" and fields["stat"] == "DELIVRD" and fields["err"] == "000"
+    assert fields["submit date"] == "2401011200" and fields["done date"] == "2401011201"
+
+
+def test_receipt_from_text_only() -> None:
+    parsed = parse_receipt(RECEIPT, {})
+    assert parsed is not None
+    assert (parsed.upstream_id, parsed.status, parsed.source) == ("0A1B2C", "004", "text")
+
+
+def test_receipt_tlvs_win_over_text() -> None:
+    tlvs = {TLV_RECEIPTED_MESSAGE_ID: b"XYZ\x00", TLV_MESSAGE_STATE: bytes([5])}
+    parsed = parse_receipt(RECEIPT, tlvs)
+    assert parsed is not None and (parsed.upstream_id, parsed.stat, parsed.status) == ("XYZ", "UNDELIV", "007")
+
+
+@pytest.mark.parametrize(("stat", "code"), [("DELIVRD", "004"), ("UNDELIV", "007"), ("REJECTD", "007"),
+                                           ("EXPIRED", "010"), ("DELETED", "005"), ("UNKNOWN", "005"),
+                                           ("ACCEPTD", "005"), ("WEIRD", "005"), ("ENROUTE", None)])
+def test_stat_map(stat: str, code: str | None) -> None:
+    parsed = parse_receipt(f"id:1 stat:{stat} err:001".encode(), {})
+    assert parsed is not None and parsed.status == code
+
+
+def test_receipt_without_id_or_status_is_none() -> None:
+    assert parse_receipt(b"stat:DELIVRD", {}) is None
+    assert parse_receipt(b"id:123 sub:001", {}) is None
+    assert parse_receipt(b"", {TLV_RECEIPTED_MESSAGE_ID: b"\x00"}) is None
+
+
+def test_receipt_id_rules() -> None:
+    # dec: hex submit ids, decimal text ids; everything becomes lower-case hex
+    assert normalise_submit_id("00A1B2", "dec") == "a1b2"
+    assert parse_receipt(b"id:41394 stat:DELIVRD", {}, "dec").upstream_id == "a1b2"  # type: ignore[union-attr]
+    tlv = {TLV_RECEIPTED_MESSAGE_ID: b"A1B2\x00"}
+    assert parse_receipt(b"id:41394 stat:DELIVRD", tlv, "dec").upstream_id == "a1b2"  # type: ignore[union-attr]
+    # hex: decimal submit ids, hex text ids; everything becomes decimal
+    assert normalise_submit_id("0041394", "hex") == "41394"
+    assert parse_receipt(b"id:a1b2 stat:DELIVRD", {}, "hex").upstream_id == "41394"  # type: ignore[union-attr]
+    # as-is: untouched; and an id that does not parse under its rule is kept
+    assert normalise_submit_id("00A1B2", "as-is") == "00A1B2"
+    assert normalise_submit_id("msg-7", "dec") == "msg-7"
+
+
+def test_is_receipt() -> None:
+    assert is_receipt(0x04, set()) and is_receipt(0x20, set())
+    assert is_receipt(0x00, {TLV_RECEIPTED_MESSAGE_ID})
+    assert not is_receipt(0x00, set()) and not is_receipt(0x40, set())
+
+
+# ------------------------------------------------------------------- status
+@pytest.mark.parametrize(
+    ("status", "action", "code"),
+    [(0x00, Action.OK, None), (0x58, Action.THROTTLE, None), (0x14, Action.THROTTLE, None),
+     (0x08, Action.RETRY, None), (0x64, Action.RETRY, None), (0x04, Action.REBIND, None),
+     (0x0B, Action.FAIL, "105"), (0x50, Action.FAIL, "105"), (0x51, Action.FAIL, "105"),
+     (0x0A, Action.FAIL, "123"), (0x48, Action.FAIL, "123"), (0x49, Action.FAIL, "123"),
+     (0x65, Action.FAIL, "009"), (0x66, Action.FAIL, "009"), (0x401, Action.FAIL, "009"),
+     (0x45, Action.FAIL, "005"), (0x01, Action.FAIL, "005"), (0xFF, Action.FAIL, "005")],
+)
+def test_command_status_map(status: int, action: Action, code: str | None) -> None:
+    outcome = submit_outcome(status)
+    assert (outcome.action, outcome.code) == (action, code)
+    if status:
+        assert f"0x{status:08X}" in outcome.text
+
+
+def test_status_from_smpp34_error_text() -> None:
+    assert status_from_error("ESME_RSYSERR (0x00000008)") == 0x08
+    assert status_from_error("ESME_RTHROTTLED") == 0x58
+    assert status_from_error("bind timed out") is None
+
+
+# ------------------------------------------------------------------- fields
+def test_relative_validity() -> None:
+    assert _relative_time(90) == "000000013000000R"
+    assert _relative_time(3 * 1440 + 5) == "000003000500000R"
+    assert _relative_time(10**9) == "000099235900000R"
+
+
+def test_source_address_defaults_and_overrides() -> None:
+    s = parse_url("smpp://a:b@h")
+    assert _source_address("MyShop", s) == ("MyShop", 5, 0)
+    assert _source_address("+447700900123", s) == ("447700900123", 1, 1)
+    assert _source_address(None, s) == ("", 0, 0)
+    assert _source_address("MyShop", parse_url("smpp://a:b@h?source_ton=3&source_npi=9")) == ("MyShop", 3, 9)

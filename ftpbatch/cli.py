@@ -6,8 +6,10 @@ Exit codes: 0 ok, 1 operational error, 2 usage error; an error is one line on st
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
+import re
 import secrets
 import signal
 import sys
@@ -15,10 +17,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import __version__
+from . import __version__, codes
 from .config import DEFAULT_TOML, Settings, load_settings
 from .errors import FtpbatchError, ProductError, UsageError
 from .ledger import Ledger
+from .logs import configure as configure_logs
+from .logs import redact_url
 from .models import Product, check_product_name, parse_allow_ip
 from .passwords import hash_password
 from .report.files import Counts, iso, summary_document
@@ -47,6 +51,8 @@ def _product_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-duplicates", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--duplicate-window", type=float, metavar="HOURS", help="refuse identical files within this many hours (0 = never)")
     parser.add_argument("--enabled", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--quota-mb", type=float, help="storage quota for inbox/, reports/ and archive/, in MB (0 = none)")
+    parser.add_argument("--retention-days", type=int, help="days archived files and reports are kept (0 = forever; default: the server's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="create the data root, settings file and ledger")
     init.add_argument("--demo", action="store_true", help="also create a product 'demo' with a generated password")
+    init.add_argument("--no-tls", action="store_true", help="do not create a self-signed TLS certificate")
 
     serve = commands.add_parser("serve", help="run the FTP server and the pipeline")
     serve.add_argument("--ftp-host")
@@ -64,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--passive-ports", metavar="A-B")
     serve.add_argument("--masquerade-address")
     serve.add_argument("--connector", help="sim (default), sim://?receipt_delay=0.2&failure_ratio=0, or smpp://...")
-    serve.add_argument("--metrics-port", type=int)
+    serve.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz and /status over HTTP on this port (0: any free port)")
+    serve.add_argument("--log-json", action="store_true", help="log one JSON object per line instead of text")
     serve.add_argument("--tls-cert")
     serve.add_argument("--tls-key")
 
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--product", required=True)
     process.add_argument("--connector")
     process.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    process.add_argument("--log-json", action="store_true", help="log to stderr as JSON lines (default: only the progress bar)")
 
     batch = commands.add_parser("batch", help="inspect and cancel batches").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -100,7 +109,36 @@ def build_parser() -> argparse.ArgumentParser:
     bshow.add_argument("--json", action="store_true")
     bcancel = batch.add_parser("cancel", help="cancel the messages of a batch not sent yet")
     bcancel.add_argument("id")
+
+    ban = commands.add_parser("ban", help="addresses banned after failed FTP logins").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    ban_list = ban.add_parser("list", help="addresses banned now")
+    ban_list.add_argument("--json", action="store_true")
+    ban_lift = ban.add_parser("lift", help="lift the ban of an address (a running server notices within a second)")
+    ban_lift.add_argument("address")
+
+    report = commands.add_parser("report", help="usage reports").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    usage = report.add_parser("usage", help="messages, parts, delivered, failed and rejected by day or by product")
+    usage.add_argument("--by", choices=("day", "product"), default="day")
+    usage.add_argument("--product", help="only this product")
+    usage.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="first day (UTC), inclusive")
+    usage.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="last day (UTC), inclusive")
+    formats = usage.add_mutually_exclusive_group()
+    formats.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    formats.add_argument("--json", action="store_true", help="JSON instead of a table")
+    usage.add_argument("--plot", type=Path, metavar="FILE.png|FILE.svg", help="also draw messages per day per product")
+
+    status = commands.add_parser("status", help="what the running server is doing (exit 1 if it is not running or not ready)")
+    status.add_argument("--json", action="store_true")
     return parser
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-06-30") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,10 +162,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     storage = LocalStorage(settings.root)
     storage.prepare()
+    tls_note = _init_tls(settings, generate=not args.no_tls)
+    if tls_note and settings.settings_file.exists():
+        tls_note += f'; to use it, set tls_cert = "{_TRIAL_CERT}" and tls_key = "{_TRIAL_KEY}" under [ftp] in {settings.settings_file}'
     if not settings.settings_file.exists():
-        settings.settings_file.write_text(DEFAULT_TOML, encoding="utf-8")
+        toml = DEFAULT_TOML
+        if tls_note:
+            for key, value in (("tls_cert", _TRIAL_CERT), ("tls_key", _TRIAL_KEY)):
+                # keep the comment column: 'tls_cert = ""        # ...'
+                toml = re.sub(rf'^{key} = "" *', lambda m: _keep_column(m.group(0), f'{key} = "{value}"'), toml, count=1, flags=re.M)
+        settings.settings_file.write_text(toml, encoding="utf-8")
     ledger = Ledger(settings.db_path)
     print(f"data root ready: {settings.root}")
+    if tls_note:
+        print(tls_note)
     if args.demo:
         if ledger.get_product("demo") is None:
             password = secrets.token_urlsafe(12)
@@ -141,12 +189,37 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRIAL_CERT = "tls/cert.pem"
+_TRIAL_KEY = "tls/key.pem"
+
+
+def _keep_column(old: str, new: str) -> str:
+    """``new`` padded to the width of ``old`` (which may end in spaces before a comment)."""
+    return new if old == old.rstrip() else (new + " ").ljust(len(old))
+
+
+def _init_tls(settings: Settings, generate: bool) -> str | None:
+    """Make a self-signed pair in <root>/tls/ for trials, unless one exists or is configured."""
+    cert, key = settings.root / _TRIAL_CERT, settings.root / _TRIAL_KEY
+    if not generate or settings.ftp.tls_cert or cert.exists():
+        return None
+    from .security.tls import make_self_signed
+
+    make_self_signed(cert, key)
+    return (
+        f"self-signed TLS certificate for trials: {cert} (FTPS clients must accept it, e.g. curl -k); "
+        "replace it with a real one in [ftp] tls_cert / tls_key"
+    )
+
+
 # --- serve ----------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     from .service import Gateway
 
-    if args.metrics_port is not None or args.tls_cert or args.tls_key:
-        raise UsageError("--metrics-port and --tls-cert/--tls-key are not available in this version yet")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise UsageError(f"--metrics-port {args.metrics_port} is not a TCP port (0-65535)")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
     settings = _settings(
         args,
         ftp={
@@ -154,10 +227,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "port": args.ftp_port,
             "passive_ports": args.passive_ports,
             "masquerade_address": args.masquerade_address,
+            # relative to where the command runs (the settings file's are relative to the root)
+            "tls_cert": str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
+            "tls_key": str(Path(args.tls_key).resolve()) if args.tls_key else None,
         },
         dispatch={"connector": args.connector},
+        metrics={"port": args.metrics_port},
     )
-    _configure_logging()
+    _configure_logging(json_lines=args.log_json)
     gateway = Gateway(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -166,7 +243,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert gateway.ftp is not None
     host, port = gateway.ftp.address
     products = [p.name for p in gateway.ledger.list_products()]
-    print(f"ftpbatch {__version__} serving FTP on {host}:{port} (connector: {settings.dispatch.connector}, root: {settings.root})", flush=True)
+    print(f"ftpbatch {__version__} serving FTP on {host}:{port} (connector: {redact_url(settings.dispatch.connector)}, root: {settings.root})", flush=True)
+    if gateway.ops is not None:
+        print(f"metrics on {gateway.ops.url}/metrics, health on {gateway.ops.url}/healthz, status on {gateway.ops.url}/status", flush=True)
     if products:
         print(f"log in as one of: {', '.join(products)} -- e.g. curl -T samples/hello.csv ftp://{products[0]}:PASSWORD@{host}:{port}/inbox/", flush=True)
     else:
@@ -178,9 +257,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+def _configure_logging(json_lines: bool = False) -> None:
+    configure_logs(json_lines=json_lines)
 
 
 # --- product ----------------------------------------------------------------
@@ -219,6 +297,12 @@ def _product_changes(args: argparse.Namespace) -> dict[str, Any]:
             changes[key] = value
     if args.max_file_mb is not None:
         changes["max_file_bytes"] = int(args.max_file_mb * 1_000_000) or None
+    if args.quota_mb is not None:
+        changes["quota_bytes"] = int(args.quota_mb * 1_000_000) or None
+    if args.retention_days is not None:
+        if args.retention_days < 0:
+            raise ProductError("--retention-days must be 0 (keep forever) or more")
+        changes["retention_days"] = args.retention_days
     if "max_parts" in changes and not 1 <= changes["max_parts"] <= 255:
         raise ProductError("--max-parts must be between 1 and 255")
     return changes
@@ -271,6 +355,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"{args.file} is not a readable file")
     settings = _settings(args, dispatch={"connector": args.connector})
+    if args.log_json:
+        _configure_logging(json_lines=True)
     gateway = Gateway(settings, ftp=False, watch_inboxes=False, node_id=f"{settings.node_id}-process-{os.getpid()}")
     if gateway.ledger.get_product(args.product) is None:
         gateway.ledger.close()
@@ -323,12 +409,88 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ban ----------------------------------------------------------------------
+def cmd_ban(args: argparse.Namespace) -> int:
+    import time
+
+    settings = _settings(args)
+    ledger = Ledger(settings.db_path)
+    try:
+        if args.action == "list":
+            bans = ledger.active_bans(time.time())
+            if args.json:
+                print(json.dumps([{**ban._asdict(), "banned_until": iso(ban.banned_until), "created_at": iso(ban.created_at)} for ban in bans], indent=2))
+            elif not bans:
+                print("no address is banned")
+            else:
+                for ban in bans:
+                    print(f"{ban.address:<40} until {iso(ban.banned_until)}  {ban.reason}")
+        elif args.action == "lift":
+            from .security.bans import normal_address
+
+            address = normal_address(args.address)
+            if not ledger.lift_ban(address):
+                raise FtpbatchError(f"{address} is not banned; see 'ftpbatch ban list'", code=codes.E_PARAMETERS)
+            print(f"ban of {address} lifted")
+    finally:
+        ledger.close()
+    return 0
+
+
+# --- report -------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.usage import as_csv, as_json, as_table, daily_by_product, usage_report
+
+    if args.since and args.until and args.since > args.until:
+        raise UsageError(f"--since {args.since} is after --until {args.until}")
+    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg"):
+        raise UsageError(f"--plot {args.plot} must end in .png or .svg")
+    settings = _settings(args)
+    ledger = Ledger(settings.db_path)
+    try:
+        if args.product and ledger.get_product(args.product) is None:
+            raise ProductError(f"no product named {args.product!r}; see 'ftpbatch product list'")
+        rows = usage_report(ledger, args.by, product=args.product, since=args.since, until=args.until)
+        series = daily_by_product(ledger, product=args.product, since=args.since, until=args.until) if args.plot else None
+    finally:
+        ledger.close()
+    render = as_csv if args.csv else as_json if args.json else as_table
+    sys.stdout.write(render(rows, args.by))
+    if series is not None:
+        from .report.plot import write_plot
+
+        title = "Messages per day" + (f" - {args.product}" if args.product else " per product")
+        try:
+            write_plot(args.plot, series, title)
+        except OSError as exc:
+            raise FtpbatchError(f"cannot write the plot to {args.plot}: {exc.strerror or exc}") from None
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+# --- status -------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    from .report.status import read_status, render_status
+
+    settings = _settings(args)
+    document = read_status(settings)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(render_status(document))
+    server = document.get("server", {})
+    return 0 if server.get("running") and server.get("ready") else 1
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init,
     "serve": cmd_serve,
     "product": cmd_product,
     "process": cmd_process,
     "batch": cmd_batch,
+    "ban": cmd_ban,
+    "report": cmd_report,
+    "status": cmd_status,
 }
 
 if __name__ == "__main__":  # pragma: no cover

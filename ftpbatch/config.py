@@ -30,8 +30,22 @@ class FtpSettings:
     passive_ports: str = ""
     #: Address announced in PASV replies when behind NAT.
     masquerade_address: str = ""
+    #: PEM certificate and key for explicit FTPS (AUTH TLS); relative paths are
+    #: under the data root. ``ftpbatch init`` writes a self-signed pair to tls/.
     tls_cert: str = ""
     tls_key: str = ""
+    #: Refuse every login that did not AUTH TLS first (per product: ``require_tls``).
+    tls_required: bool = False
+    #: Longest file name accepted, in UTF-8 bytes (room left for the batch id
+    #: and report suffixes within the file system's 255).
+    max_name_bytes: int = 200
+    #: Failed logins from one address within ``ban_window`` seconds that ban it
+    #: for ``ban_seconds``; 0 failures: never ban.
+    ban_failures: int = 10
+    ban_window: float = 600.0
+    ban_seconds: float = 900.0
+    #: Uploads are refused (452) while the data root's disk has less free space.
+    min_free_mb: float = 100.0
     max_cons: int = 512
     max_cons_per_ip: int = 64
     #: Seconds a failed login waits before its reply (slows guessing).
@@ -80,6 +94,56 @@ class ReportSettings:
     interval: float = 0.25
     #: Days processed originals stay in ``archive/``.
     archive_days: int = 30
+    #: Seconds between two refreshes of every product's ``reports/usage-YYYY-MM.csv``
+    #: (also refreshed when the UTC day ends).
+    usage_refresh: float = 3600.0
+    #: After a batch completes its product's usage file is refreshed, at most
+    #: once per this many seconds.
+    usage_min_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    """Delivery status callbacks (DESIGN.md §8), sent from the ledger's outbox."""
+
+    #: Seconds to wait before each retry, comma-separated; after the last one
+    #: a callback is given up (and counted). Fractions are allowed.
+    retry_delays: str = "120, 240, 480, 960, 1500"
+    #: Seconds one POST may take in all (connect, send, answer).
+    timeout: float = 10.0
+    #: POSTs in flight at once, over all products.
+    concurrency: int = 8
+    #: Days delivered and given-up callbacks stay in the ledger's outbox.
+    keep_days: float = 7.0
+
+    def __post_init__(self) -> None:
+        self.delays()  # fail at start-up, not at the first retry
+        if self.timeout <= 0 or self.concurrency < 1:
+            raise ConfigError("[callbacks] timeout must be above 0 and concurrency at least 1")
+
+    def delays(self) -> tuple[float, ...]:
+        """``retry_delays`` as seconds; accepts "1, 2.5" and a TOML list."""
+        text = self.retry_delays.strip().strip("[]()")
+        try:
+            delays = tuple(float(part) for part in text.replace(",", " ").split())
+        except ValueError:
+            raise ConfigError(
+                f"[callbacks] retry_delays must be seconds separated by commas, e.g. \"120, 240, 480\", not {self.retry_delays!r}"
+            ) from None
+        if any(d < 0 for d in delays):
+            raise ConfigError("[callbacks] retry_delays cannot be negative")
+        return delays
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The operator's HTTP endpoint: /metrics (Prometheus), /healthz, /status."""
+
+    #: TCP port; unset: no endpoint (``ftpbatch status`` still reads status.json).
+    port: int | None = None
+    host: str = "127.0.0.1"
+    #: Seconds between two writes of ``<root>/status.json``.
+    status_interval: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +155,8 @@ class Settings:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    callbacks: CallbackSettings = field(default_factory=CallbackSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def db_path(self) -> Path:
@@ -109,7 +175,7 @@ class Settings:
         return self.root / SETTINGS_FILE
 
 
-_SECTIONS = ("ftp", "intake", "dispatch", "report")
+_SECTIONS = ("ftp", "intake", "dispatch", "report", "callbacks", "metrics")
 
 
 def load_settings(
@@ -208,6 +274,13 @@ port = 2121
 passive_ports = ""         # e.g. "60000-60099" behind a firewall
 masquerade_address = ""    # public address announced in PASV replies behind NAT
 auth_failed_delay = 1.0
+tls_cert = ""              # PEM certificate for FTPS (AUTH TLS); relative to this folder
+tls_key = ""
+tls_required = false       # true: no login without TLS (per product: --require-tls)
+ban_failures = 10          # failed logins from one address within ban_window s ...
+ban_window = 600
+ban_seconds = 900          # ... ban it this long (ftpbatch ban list | lift ADDRESS)
+min_free_mb = 100          # uploads refused below this much free disk
 
 [intake]
 settle_seconds = 0.3
@@ -220,4 +293,15 @@ tps = 0                    # messages per second over the connector; 0 = no limi
 [report]
 interval = 0.25
 archive_days = 30
+usage_refresh = 3600       # seconds between refreshes of reports/usage-YYYY-MM.csv
+
+[callbacks]
+retry_delays = "120, 240, 480, 960, 1500"   # seconds before each retry; then given up
+timeout = 10               # seconds one POST may take
+concurrency = 8            # POSTs in flight at once
+keep_days = 7              # days delivered / given-up callbacks stay in the outbox
+
+[metrics]
+# port = 9100              # /metrics, /healthz and /status over HTTP (or serve --metrics-port)
+host = "127.0.0.1"
 """

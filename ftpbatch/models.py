@@ -67,6 +67,10 @@ class Product:
     allow_duplicates: bool = False
     duplicate_window_hours: float = 24.0
     enabled: bool = True
+    #: Bytes the product may keep in inbox/ + reports/ + archive/; None: no quota.
+    quota_bytes: int | None = None
+    #: Days archive/ originals and reports are kept; None: the server default.
+    retention_days: int | None = None
 
     def allows_address(self, address: str) -> bool:
         if not self.allow_ip:
@@ -97,6 +101,8 @@ class Product:
             "max_parts": self.max_parts,
             "allow_duplicates": self.allow_duplicates,
             "duplicate_window_hours": self.duplicate_window_hours,
+            "quota_bytes": self.quota_bytes,
+            "retention_days": self.retention_days,
         }
 
 

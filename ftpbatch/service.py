@@ -23,8 +23,13 @@ from .ids import new_batch_id
 from .intake.ingest import Ingest
 from .intake.watcher import Intake
 from .ledger import Ledger
+from .metrics import GatewayCollector, MeteredConnector, Metrics, OpsServer, component_states
 from .models import Batch
+from .report.callbacks import CallbackSender
 from .report.reporter import Reporter
+from .report.status import StatusBoard
+from .report.usage import MonthlyUsageFiles
+from .security.guard import Guard
 from .storage import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -35,16 +40,34 @@ class Gateway:
         self.settings = settings
         self.storage = LocalStorage(settings.root)
         self.storage.prepare()
-        self.ledger = Ledger(settings.db_path, receipt_timeout=settings.dispatch.receipt_timeout)
-        self.reporter = Reporter(self.ledger, self.storage, settings.report.interval)
+        # the operator's view (/metrics, /healthz, /status): bound first, so a port
+        # in use fails here, before anything else is opened
+        self.ops: OpsServer | None = None
+        if ftp and settings.metrics.port is not None:
+            self.ops = OpsServer(
+                settings.metrics.host, settings.metrics.port, lambda: self.metrics.render(), lambda: self.ready,
+                lambda: self.status_board.snapshot() if self.status_board else {}, lambda: component_states(self),
+            )
         self.connector = make_connector(settings.dispatch.connector)
+        # an SMPP URL may carry its own receipt_timeout; it wins over the setting
+        receipt_timeout = settings.dispatch.receipt_timeout
+        if "receipt_timeout=" in settings.dispatch.connector:
+            receipt_timeout = getattr(self.connector, "receipt_timeout", receipt_timeout)
+        self.ledger = Ledger(settings.db_path, receipt_timeout=receipt_timeout)
+        self.metrics = Metrics(self.ledger)
+        usage = MonthlyUsageFiles(self.ledger, self.storage, settings.report.usage_refresh, settings.report.usage_min_interval)
+        self.reporter = Reporter(self.ledger, self.storage, settings.report.interval, usage=usage)
+        # the dispatcher only inserts outbox rows; this pool posts them, off the dispatch path
+        self.callbacks = CallbackSender(
+            self.ledger, settings.callbacks, node_id or settings.node_id, observe=self.metrics.callback_outcome
+        )
         self.dispatcher = Dispatcher(
             self.ledger,
-            self.connector,
+            MeteredConnector(self.connector, self.metrics),
             node_id or settings.node_id,
             lease_seconds=settings.dispatch.lease_seconds,
             connector_tps=settings.dispatch.tps,
-            on_change=self.reporter.wake,
+            on_change=self._dispatch_changed,
         )
         self.ingest = Ingest(
             self.ledger,
@@ -56,13 +79,28 @@ class Gateway:
         self.intake = (
             Intake(self.storage, self.ledger, settings.intake, submit=self.ingest.submit) if watch_inboxes else None
         )
-        self.ftp = (
-            GatewayFTPServer(settings.ftp, self.ledger, self.storage, on_upload=self.intake.uploaded)
+        # bans, disk floor, quotas and retention: only a serving gateway needs them
+        self.guard = (
+            Guard(self.ledger, self.storage, settings.ftp, settings.report.archive_days)
             if ftp and self.intake is not None
+            else None
+        )
+        self.ftp = (
+            GatewayFTPServer(settings.ftp, self.ledger, self.storage, on_upload=self.intake.uploaded, guard=self.guard)
+            if self.guard is not None and self.intake is not None
             else None
         )
         self._ftp_thread: threading.Thread | None = None
         self._started = False
+        # status.json and the component gauges: only a serving gateway has them
+        self.status_board: StatusBoard | None = None
+        if ftp:
+            self.metrics.registry.register(GatewayCollector(self))
+            self.status_board = StatusBoard(self, settings.metrics.status_interval, lambda: self.ops.url if self.ops else None)
+
+    def _dispatch_changed(self) -> None:
+        self.reporter.wake()
+        self.callbacks.wake()
 
     def start(self) -> None:
         """Start every stage; the FTP loop runs on a thread of its own."""
@@ -70,13 +108,20 @@ class Gateway:
             self.storage.ensure_home(product.name)
         self.reporter.start()
         self.dispatcher.start()
+        self.callbacks.start()
         self.ingest.start()
         if self.intake is not None:
             self.intake.start()
+        if self.guard is not None:
+            self.guard.start()
         if self.ftp is not None:
             self._ftp_thread = threading.Thread(target=self.ftp.serve, name="ftp-loop", daemon=True)
             self._ftp_thread.start()
         self._started = True
+        if self.ops is not None:
+            self.ops.start()
+        if self.status_board is not None:
+            self.status_board.start()
 
     @property
     def ready(self) -> bool:
@@ -88,11 +133,18 @@ class Gateway:
         """Stop front to back: no new uploads, finish what is in hand, write reports."""
         if self.ftp is not None:
             self.ftp.stop()
+        if self.guard is not None:
+            self.guard.stop()
         if self.intake is not None:
             self.intake.stop()
         self.ingest.stop()
         self.dispatcher.stop()
+        self.callbacks.stop()  # POSTs in progress finish and are recorded; the rest waits in the outbox
         self.reporter.stop()
+        if self.status_board is not None:
+            self.status_board.stop()
+        if self.ops is not None:
+            self.ops.stop()
         self.ledger.close()
         self._started = False
 

@@ -12,12 +12,16 @@ shared or object store can replace it later (DESIGN.md §12.5)::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
 from .ids import new_batch_id
+
+log = logging.getLogger(__name__)
 
 HOME_FOLDERS = ("inbox", "reports", "archive")
 _ID_LENGTH = 26
@@ -25,6 +29,8 @@ _SEPARATOR = "--"
 
 # Names that are never processed: uploads in progress by convention (DESIGN §3).
 _TEMP_SUFFIXES = (".part", ".tmp", ".filepart", ".partial")
+#: FTP uploads are written as ``.upload-<random>-<name>`` and renamed when complete.
+UPLOAD_TEMP_PREFIX = ".upload-"
 
 
 def is_temporary_name(name: str) -> bool:
@@ -82,6 +88,15 @@ class LocalStorage:
     # --- spool ---------------------------------------------------------
     def claim(self, path: Path, product: str) -> tuple[str, Path] | None:
         """Atomically move ``path`` into the spool; None if someone else got it first."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            # A symlink would make ingest read whatever it points at (another
+            # product's files); a FIFO would block it forever.
+            log.warning("not claiming %s: only regular files are processed, not links, pipes or devices", path)
+            return None
         batch_id = new_batch_id()
         folder = self.spool / product
         folder.mkdir(parents=True, exist_ok=True)

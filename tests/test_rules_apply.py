@@ -12,7 +12,9 @@ import pytest
 from ftpbatch.rules import OUTPUT_COLUMNS, BatchRules, ProductRules
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
-COLUMNS = ["row", "to", "text", "from", "climsgid", "scheduled_time", "deliv_time", "validity", "error_code", "error_text"]
+COLUMNS = [
+    "row", "to", "text", "from", "climsgid", "scheduled_time", "deliv_time", "validity", "error_code", "error_text"
+]
 
 
 def chunk(*rows: dict[str, Any], start: int = 1) -> pd.DataFrame:
@@ -127,7 +129,9 @@ def test_lone_surrogate_in_object_column() -> None:
 # --- 113 parts ------------------------------------------------------------------
 def test_too_many_parts() -> None:
     rules = ProductRules(max_parts=2)
-    out = apply(ok(text="a" * 306), ok(to="447700900124", text="a" * 307), ok(to="447700900125", text="ж" * 135), rules=rules)
+    out = apply(
+        ok(text="a" * 306), ok(to="447700900124", text="a" * 307), ok(to="447700900125", text="ж" * 135), rules=rules
+    )
     assert codes(out) == [None, "113", "113"]
     assert out["parts"].tolist() == [2, 3, 3]
     assert out["encoding"].tolist() == ["gsm7", "gsm7", "ucs2"]
@@ -142,13 +146,17 @@ def test_default_max_parts_is_six() -> None:
 
 
 # --- 123 sender -----------------------------------------------------------------
-@pytest.mark.parametrize("good", ["MyShop", "My Shop 24", "A", "abcdefghijk", "12345", "+447700900123", "1234567890123456"])
+@pytest.mark.parametrize(
+    "good", ["MyShop", "My Shop 24", "A", "abcdefghijk", "12345", "+447700900123", "1234567890123456"]
+)
 def test_valid_senders(good: str) -> None:
     out = apply(ok(**{"from": good}))
     assert codes(out) == [None] and out["sender"].iloc[0] == good
 
 
-@pytest.mark.parametrize("bad", ["abcdefghijkl", "My-Shop", "Café", "+MyShop", "12345678901234567", "+", "Shop!"])
+@pytest.mark.parametrize(
+    "bad", ["abcdefghijkl", "My-Shop", "Café", "+MyShop", "12345678901234567", "+", "Shop!", "123 456", "+44 7700"]
+)
 def test_invalid_senders(bad: str) -> None:
     out = apply(ok(**{"from": bad}))
     assert codes(out) == ["123"]

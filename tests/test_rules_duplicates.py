@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from ftpbatch.rules.duplicates import DuplicateIndex, message_keys, text_hashes
 
 
-def hashes(texts: list[str | None]) -> list[int]:
+def hashes(texts: Sequence[str | None]) -> list[int]:
     return text_hashes(pa.chunked_array([pa.array(texts, type=pa.large_string())])).tolist()
 
 
@@ -30,7 +32,7 @@ def test_hash_ignores_where_the_row_sits() -> None:
     assert hashes(["x", None]) == [hashes(["x"])[0], hashes([""])[0]]
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(texts=st.lists(st.text(max_size=40), max_size=30))
 def test_equal_hash_iff_equal_text(texts: list[str]) -> None:
     got = hashes(texts)
@@ -46,7 +48,7 @@ def test_message_key_mixes_destination_and_text() -> None:
     assert len(set(keys.tolist())) == 3
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(keys=st.lists(st.integers(0, 6), max_size=60), cuts=st.lists(st.integers(0, 60), max_size=4))
 def test_index_matches_a_plain_dict(keys: list[int], cuts: list[int]) -> None:
     """Chunked check_and_add gives the same answers as one pass with a dict."""

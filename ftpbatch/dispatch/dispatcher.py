@@ -57,6 +57,12 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Leased messages whose answer is not in the ledger yet. Capped so that
+        # a crash can only leave this many in doubt (re-sent after restart,
+        # flagged possible duplicates): the window, plus one window being handed over.
+        self.max_in_flight = 2 * connector.window
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self.connector_up = False
         self.connector_detail = "not started"
         self.unmatched_receipts = 0
@@ -130,12 +136,17 @@ class Dispatcher:
         sent = 0
         for product in self._active_products(now):
             bucket = self._bucket_for(product)
-            allowance = min(self.connector.window, self.connector_bucket.available(), bucket.available())
+            room = self.max_in_flight - self._in_flight
+            if room <= 0:
+                break
+            allowance = min(self.connector.window, room, self.connector_bucket.available(), bucket.available())
             if allowance <= 0:
                 continue
             messages = self.ledger.lease(self.node_id, product.name, allowance, now, self.lease_seconds)
             if not messages:
                 continue
+            with self._in_flight_lock:
+                self._in_flight += len(messages)
             self.connector_bucket.take(len(messages))
             bucket.take(len(messages))
             self.connector.submit(messages)
@@ -181,6 +192,7 @@ class Dispatcher:
                 results.extend(payload)  # type: ignore[arg-type]
             elif kind == "receipts":
                 receipts.extend(payload)  # type: ignore[arg-type]
+        recorded = len(results)
         delay = 0.1
         while True:
             try:
@@ -201,6 +213,8 @@ class Dispatcher:
                 log.exception("could not record %d result(s) and %d receipt(s); retrying", len(results), len(receipts))
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if any(r.retry for r in results):
+        if recorded:
+            with self._in_flight_lock:
+                self._in_flight -= recorded
             self._wake.set()
         self.on_change()

@@ -10,11 +10,13 @@ to the next login without a restart.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import codes
 from ..errors import LoginRefused
 from ..ledger import Ledger
+from ..models import Product
 from ..passwords import verify_password
 from ..storage import LocalStorage
 
@@ -29,17 +31,31 @@ _FOLDER_PERMS = {
 WELCOME = "Welcome, {name}. Upload batches to /inbox; reports appear in /reports."
 
 
+class TlsRequired(LoginRefused):
+    """The right password on a plain connection for a product that requires TLS (not counted for bans)."""
+
+
+@dataclass(frozen=True)
+class Login:
+    home: str
+    product: Product
+
+
 class ProductAuthorizer:
     def __init__(self, ledger: Ledger, storage: LocalStorage) -> None:
         self.ledger = ledger
         self.storage = storage
 
     # --- called on a worker thread -------------------------------------
-    def authenticate(self, username: str, password: str, remote_ip: str) -> str:
-        """Check a login; return the home folder or raise :class:`LoginRefused`.
+    def authenticate(
+        self, username: str, password: str, remote_ip: str, *, tls: bool = False, tls_available: bool = False
+    ) -> Login:
+        """Check a login; return the home folder and product or raise :class:`LoginRefused`.
 
         Unknown users and wrong passwords cost one hash check each and get
         the same answer, so the reply reveals nothing about which products exist.
+        ``require_tls`` is checked last, for the same reason: only the right
+        password learns that the product needs TLS.
         """
         product = self.ledger.get_product(username)
         valid = verify_password(product.password_hash if product else None, password)
@@ -52,7 +68,19 @@ class ProductAuthorizer:
             )
         if not product.enabled:
             raise LoginRefused("Login refused (code 001): this product is disabled; ask the operator.", code=codes.E_AUTH)
-        return str(self.storage.ensure_home(product.name))
+        if product.require_tls and not tls:
+            if not tls_available:
+                raise TlsRequired(
+                    "Login refused (code 001): this product requires TLS, but this server has no TLS certificate; "
+                    "ask the operator.",
+                    code=codes.E_AUTH,
+                )
+            raise TlsRequired(
+                "Login refused (code 001): this product requires TLS. Connect with explicit FTPS (AUTH TLS), "
+                "e.g. curl --ssl-reqd, or lftp with 'set ftp:ssl-force true'.",
+                code=codes.E_AUTH,
+            )
+        return Login(str(self.storage.ensure_home(product.name)), product)
 
     # --- pyftpdlib's authorizer interface (on the loop) -----------------
     def validate_authentication(self, username: str, password: str, handler: object) -> None:
@@ -86,8 +114,11 @@ class ProductAuthorizer:
         relative = os.path.relpath(real, home)
         if relative.startswith(".."):
             return ""
-        top = Path(relative).parts[0]
-        return _FOLDER_PERMS.get(top, "")
+        parts = Path(relative).parts
+        if len(parts) == 1:
+            # the folders themselves: never removed, renamed or written to
+            return _FOLDER_PERMS[""] if parts[0] in _FOLDER_PERMS else ""
+        return _FOLDER_PERMS.get(parts[0], "")
 
     def in_inbox(self, username: str, path: str) -> bool:
         inbox = os.path.realpath(self.storage.inbox(username))

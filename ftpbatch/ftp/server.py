@@ -8,17 +8,31 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from pyftpdlib.handlers import DTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from ..config import FtpSettings
+from ..errors import ConfigError
 from ..ledger import Ledger
+from ..security.guard import Guard
 from ..storage import LocalStorage
 from .authorizer import ProductAuthorizer
+from .dtp import GuardedPassiveDTP, HandshakeFirstMixin, LimitedDTPMixin
+from .filesystem import GatewayFS
 from .handler import GatewayFTPHandler, HandlerContext
 from .waker import LoopWaker
 
 log = logging.getLogger(__name__)
+
+
+def tls_files(settings: FtpSettings, root: Path) -> tuple[Path, Path] | None:
+    """The configured certificate and key (relative paths are under the data root), or None."""
+    if not settings.tls_cert and not settings.tls_key:
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise ConfigError("TLS needs both a certificate and a key: set [ftp] tls_cert and tls_key (or --tls-cert/--tls-key)")
+    return root / settings.tls_cert, root / settings.tls_key  # an absolute path stays as it is
 
 
 class GatewayFTPServer:
@@ -30,18 +44,30 @@ class GatewayFTPServer:
         ledger: Ledger,
         storage: LocalStorage,
         on_upload: Callable[[Path, str], None],
+        guard: Guard | None = None,
     ) -> None:
         self.settings = settings
+        self._own_guard = guard is None
+        self.guard = guard if guard is not None else Guard(ledger, storage, settings)
+        tls = tls_files(settings, storage.root)
+        if settings.tls_required and tls is None:
+            raise ConfigError("[ftp] tls_required needs a certificate: set tls_cert and tls_key (ftpbatch init makes a self-signed pair)")
+        if tls is not None:
+            from ..security.tls import server_context
+
+            ssl_context = server_context(*tls)  # before any socket exists: a bad pair fails cleanly
         self.ioloop = IOLoop()
         self.auth_pool = ThreadPoolExecutor(max_workers=settings.auth_threads, thread_name_prefix="ftp-auth")
         self.waker = LoopWaker(self.ioloop)
         authorizer = ProductAuthorizer(ledger, storage)
-        context = HandlerContext(authorizer, self.auth_pool, self.waker, on_upload, settings.auth_failed_delay)
+        context = HandlerContext(authorizer, self.auth_pool, self.waker, on_upload, settings, self.guard, tls is not None)
         # A subclass per server instead of mutating FTPHandler's class
         # attributes: two servers in one process (tests) never share settings.
         attributes: dict[str, object] = {
             "context": context,
             "authorizer": authorizer,
+            "abstracted_fs": GatewayFS,
+            "passive_dtp": GuardedPassiveDTP,
             "banner": "ftpbatch ready.",
             "timeout": settings.idle_timeout,
             "permit_foreign_addresses": False,
@@ -53,7 +79,18 @@ class GatewayFTPServer:
             attributes["passive_ports"] = passive
         if settings.masquerade_address:
             attributes["masquerade_address"] = settings.masquerade_address
-        handler = type("BoundGatewayFTPHandler", (GatewayFTPHandler,), attributes)
+        if tls is None:
+            bases: tuple[type, ...] = (GatewayFTPHandler,)
+            attributes["dtp_handler"] = type("GatewayDTPHandler", (LimitedDTPMixin, DTPHandler), {})
+        else:
+            from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+
+            bases = (GatewayFTPHandler, TLS_FTPHandler)
+            attributes["tls_enabled"] = True
+            attributes["ssl_context"] = ssl_context
+            attributes["dtp_handler"] = type("GatewayTLSDTPHandler", (LimitedDTPMixin, HandshakeFirstMixin, TLS_DTPHandler), {})
+        handler = type("BoundGatewayFTPHandler", bases, attributes)
+        self.tls = tls is not None
         self.server = FTPServer((settings.host, settings.port), handler, ioloop=self.ioloop)
         self.server.max_cons = settings.max_cons
         self.server.max_cons_per_ip = settings.max_cons_per_ip
@@ -71,13 +108,17 @@ class GatewayFTPServer:
 
     def serve(self) -> None:
         """Run the loop until :meth:`stop` (from any thread)."""
-        log.info("FTP server listening on %s:%d", *self.address)
+        if self._own_guard:
+            self.guard.start()
+        log.info("FTP server listening on %s:%d%s", *self.address, " (explicit FTPS available)" if self.tls else "")
         try:
             while not self._stop.is_set():
                 self.server.serve_forever(timeout=0.5, blocking=False, handle_exit=False)
         finally:
             self.server.close_all()
             self.auth_pool.shutdown(wait=False, cancel_futures=True)
+            if self._own_guard:
+                self.guard.stop()
             self._stopped.set()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -118,7 +118,7 @@ class Ingest:
             self._ingest(batch, path)
         except BatchRejected as exc:
             self.ledger.reject_batch(batch.seq, exc.code, exc.message, exc.duplicate_of)
-            log.info("batch %s rejected: %s", batch.id, exc)
+            log.debug("batch %s rejected: %s", batch.id, exc)
         except Exception as exc:
             log.exception("batch %s: internal error", batch.id)
             self.ledger.reject_batch(batch.seq, codes.E_INTERNAL, f"internal error while processing the file ({type(exc).__name__}); the operator has the details")
@@ -153,6 +153,8 @@ class Ingest:
 
         credentials = FileCredentials(product.name, lambda password: verify_password(product.password_hash, password))
         parsed = open_batch(path, batch.file_name, credentials, chunk_rows=self.chunk_rows)
+        # a key:value file's callback: line applies from the first message on
+        self.ledger.set_callback_level(batch.seq, parsed.callback_level)
         rules = BatchRules(product_rules(product), dt.datetime.now(dt.timezone.utc))
         already = self.ledger.max_row(batch.seq)  # > 0 when resuming after a crash
         rows = 0
@@ -167,7 +169,7 @@ class Ingest:
         if rows == 0 and already == 0:
             raise BatchRejected("the file holds no recipients: add at least one row with a number and a text")
         self.ledger.finish_intake(batch.seq, max(rows, already), parsed.callback_level)
-        log.info(
+        log.debug(
             "batch %s: %d row(s) queued in %.3f s (format %s, encoding %s)",
             batch.id, max(rows, already), time.perf_counter() - started, parsed.format, parsed.encoding,
         )

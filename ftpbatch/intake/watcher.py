@@ -141,7 +141,7 @@ class Intake:
         batch_id, spooled = claimed
         batch = self.ledger.record_claim(batch_id, product, path.name, str(spooled), source, time.time())
         self.claimed += 1
-        log.info("batch %s claimed: product=%s file=%r source=%s", batch_id, product, path.name, source)
+        log.debug("batch %s claimed: product=%s file=%r source=%s", batch_id, product, path.name, source)
         self.submit(batch)
         return batch
 

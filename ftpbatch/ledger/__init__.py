@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .bans import AddressBan, BanStore
 from .batches import BatchStore
 from .db import Database
 from .messages import MessageStore
 from .migrations import migrate
+from .outbox import OutboxStore
 from .products import ProductStore
+from .usage import UsageStore
 
-__all__ = ["Ledger"]
+__all__ = ["AddressBan", "Ledger"]
 
 
-class Ledger(ProductStore, BatchStore, MessageStore):
+class Ledger(ProductStore, BatchStore, MessageStore, BanStore, OutboxStore, UsageStore):
     def __init__(self, path: Path, receipt_timeout: float = 48 * 3600.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Database(path)

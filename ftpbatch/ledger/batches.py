@@ -10,10 +10,11 @@ import sqlite3
 import time
 from typing import Iterable
 
-from .. import codes
+from .. import codes, logs
 from ..errors import LedgerError
 from ..models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
 from .db import Database
+from .outbox import queue_callbacks_for_batch
 
 _BATCH_COLUMNS = (
     "seq, id, product, file_name, spool_path, source, state, received_at, updated_at, sha256, "
@@ -34,11 +35,13 @@ class BatchStore:
     ) -> Batch:
         """Record a file just claimed into the spool. Idempotent on ``batch_id``."""
         with self.db.transaction() as tx:
-            tx.execute(
+            cur = tx.execute(
                 "INSERT INTO batches (id, product, file_name, spool_path, source, state, received_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (batch_id, product, file_name, spool_path, source, RECEIVED, received_at, received_at),
             )
+        if cur.rowcount == 1:
+            logs.batch_event(logs.RECEIVED, batch_id, product, file=file_name, source=source)
         batch = self.get_batch(batch_id)
         assert batch is not None
         return batch
@@ -80,11 +83,13 @@ class BatchStore:
     def start_processing(self, seq: int) -> bool:
         """received -> processing; also true when resuming a batch already processing."""
         with self.db.transaction() as tx:
-            tx.execute(
+            cur = tx.execute(
                 "UPDATE batches SET state = ?, updated_at = ?, version = version + 1 WHERE seq = ? AND state = ?",
                 (PROCESSING, time.time(), seq, RECEIVED),
             )
-            row = tx.execute("SELECT state FROM batches WHERE seq = ?", (seq,)).fetchone()
+            row = tx.execute("SELECT state, id, product FROM batches WHERE seq = ?", (seq,)).fetchone()
+        if cur.rowcount == 1:
+            logs.batch_event(logs.PROCESSING, row[1], row[2])
         return row is not None and row[0] == PROCESSING
 
     def set_file_facts(self, seq: int, sha256: str, size_bytes: int) -> None:
@@ -107,25 +112,42 @@ class BatchStore:
     def reject_batch(self, seq: int, code: str, text: str, duplicate_of: str | None = None) -> None:
         now = time.time()
         with self.db.transaction() as tx:
-            tx.execute(
+            changed = tx.execute(
                 "UPDATE batches SET state = ?, error_code = ?, error_text = ?, duplicate_of = ?, "
-                "updated_at = ?, completed_at = ?, version = version + 1 WHERE seq = ? AND state IN (?, ?)",
+                "updated_at = ?, completed_at = ?, version = version + 1 WHERE seq = ? AND state IN (?, ?) "
+                "RETURNING id, product",
                 (REJECTED, code, text, duplicate_of, now, now, seq, RECEIVED, PROCESSING),
-            )
+            ).fetchall()
             # a batch refused half-way must not send what was already recorded
             tx.execute(
                 "UPDATE messages SET status = ?, updated_at = ? WHERE batch_seq = ? AND status IN (?, ?)",
                 (codes.CANCELLED, now, seq, codes.QUEUED, codes.SCHEDULED),
             )
+            queue_callbacks_for_batch(tx, seq, now)
+        if changed:
+            logs.batch_event(logs.REJECTED, changed[0][0], changed[0][1], code=code, error=text, duplicate_of=duplicate_of)
 
     def finish_intake(self, seq: int, rows: int, callback_level: int | None) -> None:
         """processing -> dispatching: every row of the file is in the ledger."""
         with self.db.transaction() as tx:
-            tx.execute(
+            cur = tx.execute(
                 "UPDATE batches SET state = ?, rows = ?, callback_level = ?, updated_at = ?, "
-                "version = version + 1 WHERE seq = ? AND state = ?",
+                "version = version + 1 WHERE seq = ? AND state = ? RETURNING id, product",
                 (DISPATCHING, rows, callback_level, time.time(), seq, PROCESSING),
             )
+            changed = cur.fetchall()  # all of it: a RETURNING statement left open would block the commit
+        if changed:
+            logs.batch_event(logs.DISPATCHING, changed[0][0], changed[0][1], rows=rows)
+
+    def set_callback_level(self, seq: int, callback_level: int | None) -> None:
+        """The file's own ``callback:`` level; set it before the first messages are stored.
+
+        Callbacks are queued as statuses change, with the level in force at
+        that moment, so a level learnt only at ``finish_intake`` would come
+        too late for the first chunks of a big file.
+        """
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE batches SET callback_level = ? WHERE seq = ?", (callback_level, seq))
 
     def set_spool_path(self, seq: int, path: str) -> None:
         with self.db.transaction() as tx:

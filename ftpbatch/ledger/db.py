@@ -37,6 +37,8 @@ class Database:
             # corrupts; the spool and rescan recover anything not recorded.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # 32 MiB of page cache: bulk inserts of big batches touch many index pages
+            conn.execute("PRAGMA cache_size=-32768")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)

@@ -17,39 +17,28 @@ and applied when its submit answer is recorded.
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 
 from .. import codes
 from ..dispatch.connector import OutboundMessage, Receipt, SubmitResult
+from ..errors import LedgerError
 from .db import Database
+from .outbox import queue_callbacks_for_batch, queue_callbacks_for_messages, queue_callbacks_for_upstream
 
 # SQLite's default limit of host parameters per statement is 32766; stay well below.
 _IN_CHUNK = 500
 _PENDING = (codes.QUEUED, codes.SCHEDULED)
 _OPEN = (codes.QUEUED, codes.SCHEDULED, codes.SUBMITTED)
 
-_INSERT_COLUMNS = (
-    "batch_seq",
-    "row_no",
-    "product",
-    "destination",
-    "text",
-    "sender",
-    "climsgid",
-    "encoding",
-    "parts",
-    "status",
-    "error_code",
-    "error_text",
-    "not_before",
-    "validity_minutes",
-    "updated_at",
-)
+# Product names are checked at creation (models.check_product_name); this
+# guards the one place a name is written into SQL text rather than bound.
+_SAFE_LITERAL = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _chunks(items: Sequence[object], size: int = _IN_CHUNK) -> Iterator[Sequence[object]]:
@@ -96,33 +85,45 @@ class MessageStore:
 
     # --- intake ---------------------------------------------------------
     def insert_messages(self, batch_seq: int, product: str, frame: pd.DataFrame) -> None:
-        """Store one chunk of rule-checked rows (all of them, rejected ones too) in one transaction."""
+        """Store one chunk of rule-checked rows (all of them, rejected ones too) in one transaction.
+
+        This is the hot path of a big upload (a million rows must land in
+        seconds), so values the chunk shares are written into the statement
+        instead of being bound a million times, and columns that are empty
+        for the whole chunk are left to their default.
+        """
         n = len(frame)
         if n == 0:
             return
         now = time.time()
-        columns = [
-            [batch_seq] * n,
-            frame["row"].astype("int64").tolist(),
-            [product] * n,
-            _values(frame["destination"]),
-            _values(frame["text"]),
-            _values(frame["sender"]),
-            _values(frame["climsgid"]),
-            _values(frame["encoding"]),
-            frame["parts"].astype("int64").tolist(),
-            _values(frame["status"]),
-            _values(frame["error_code"]),
-            _values(frame["error_text"]),
-            _epoch(frame["not_before"]),
-            _values(frame["validity_minutes"].astype("Int64").astype(object)),
-            [now] * n,
-        ]
-        marks = ", ".join("?" for _ in _INSERT_COLUMNS)
+        if not _SAFE_LITERAL.match(product):
+            raise LedgerError(f"product name {product!r} cannot be stored")
+        constants = {"batch_seq": str(int(batch_seq)), "product": f"'{product}'", "updated_at": repr(float(now))}
+        not_before = _epoch(frame["not_before"])
+        per_row: dict[str, list[object]] = {
+            "row_no": frame["row"].astype("int64").tolist(),
+            "destination": _values(frame["destination"]),
+            "text": _values(frame["text"]),
+            "encoding": _values(frame["encoding"]),
+            "parts": frame["parts"].astype("int64").tolist(),
+            "status": _values(frame["status"]),
+        }
+        if any(not_before):
+            per_row["not_before"] = not_before
+        for name in ("sender", "climsgid", "error_code", "error_text"):
+            if frame[name].notna().any():
+                per_row[name] = _values(frame[name])
+        if frame["validity_minutes"].notna().any():
+            per_row["validity_minutes"] = _values(frame["validity_minutes"].astype("Int64").astype(object))
+        names = [*constants, *per_row]
+        values = [*constants.values(), *("?" for _ in per_row)]
+        rows = per_row["row_no"]
         with self.db.transaction() as tx:
             tx.executemany(
-                f"INSERT INTO messages ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks})", zip(*columns)
+                f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join(values)})", zip(*per_row.values())
             )
+            # rows born scheduled (011) or rejected (005) are status changes a callback may report
+            queue_callbacks_for_batch(tx, batch_seq, now, (int(rows[0]), int(rows[-1])))
             self.touch_batches(tx, [batch_seq], now)
 
     def max_row(self, batch_seq: int) -> int:
@@ -218,6 +219,7 @@ class MessageStore:
                     retry,
                 )
             ids = [r.message_id for r in results]
+            queue_callbacks_for_messages(tx, [r.message_id for r in results if not r.retry], now)
             self.touch_batches(tx, self._batches_of(tx, ids), now)
             if ok:
                 self._apply_parked(tx, account, [str(row[1]) for row in ok], now)
@@ -248,6 +250,7 @@ class MessageStore:
                         "WHERE id = ? AND status IN ('002', '003', '011')",
                         updates,
                     )
+                    queue_callbacks_for_messages(tx, [u[3] for u in updates], now)
                     self.touch_batches(tx, {v[1] for v in known.values()}, now)
                 if orphans:
                     tx.executemany(
@@ -284,6 +287,7 @@ class MessageStore:
                 "WHERE account = ? AND upstream_id = ? AND status = '003'",
                 [(p[1], p[2], now, account, p[0]) for p in parked],
             )
+            queue_callbacks_for_upstream(tx, account, [p[0] for p in parked], now)
             tx.executemany(
                 "DELETE FROM parked_receipts WHERE account = ? AND upstream_id = ?", [(account, p[0]) for p in parked]
             )
@@ -324,6 +328,7 @@ class MessageStore:
                 "lease_owner = NULL, lease_until = NULL WHERE batch_seq = ? AND status IN (?, ?)",
                 (codes.CANCELLED, now, batch_seq, *_PENDING),
             )
+            queue_callbacks_for_batch(tx, batch_seq, now)
             self.touch_batches(tx, [batch_seq], now)
         return cur.rowcount
 

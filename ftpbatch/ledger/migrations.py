@@ -119,6 +119,53 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "storage quota and retention per product, address bans",
+        """
+        -- NULL: no quota / the server-wide retention (settings [report] archive_days)
+        ALTER TABLE products ADD COLUMN quota_bytes INTEGER;
+        ALTER TABLE products ADD COLUMN retention_days INTEGER;
+
+        -- addresses banned after too many failed FTP logins; the FTP server
+        -- re-reads this table, so deleting a row (ftpbatch ban lift) unbans
+        CREATE TABLE address_bans (
+            address       TEXT PRIMARY KEY,
+            banned_until  REAL NOT NULL,
+            failures      INTEGER NOT NULL,
+            reason        TEXT NOT NULL,
+            created_at    REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        3,
+        "callback outbox",
+        """
+        -- one row per status change a product's callback URL must hear of,
+        -- inserted in the transaction that changed the status; leased for
+        -- delivery like messages (lease + attempt), so a restart resumes it
+        -- and two senders never post the same row
+        CREATE TABLE callbacks (
+            id           INTEGER PRIMARY KEY,
+            message_id   INTEGER NOT NULL REFERENCES messages(id),
+            product      TEXT NOT NULL,
+            status       TEXT NOT NULL,
+            event_at     REAL NOT NULL,      -- when the status changed (the POSTed timestamp)
+            state        TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | failed
+            tries        INTEGER NOT NULL DEFAULT 0,       -- POSTs made
+            attempt      INTEGER NOT NULL DEFAULT 0,       -- lease generation
+            next_at      REAL NOT NULL,
+            lease_owner  TEXT,
+            lease_until  REAL,
+            last_error   TEXT,
+            done_at      REAL
+        );
+        -- a message reaches a status once: inserting the same change twice is a no-op
+        CREATE UNIQUE INDEX callbacks_by_message_status ON callbacks (message_id, status);
+        CREATE INDEX callbacks_due ON callbacks (next_at, id) WHERE state = 'pending';
+        """,
+    ),
 ]
 
 

@@ -23,6 +23,8 @@ _PLAIN_FIELDS = (
     "max_file_bytes",
     "max_parts",
     "duplicate_window_hours",
+    "quota_bytes",
+    "retention_days",
 )
 _BOOL_FIELDS = ("require_tls", "allow_duplicates", "enabled")
 
@@ -59,6 +61,8 @@ def _from_row(row: sqlite3.Row) -> Product:
         allow_duplicates=bool(row["allow_duplicates"]),
         duplicate_window_hours=row["duplicate_window_hours"],
         enabled=bool(row["enabled"]),
+        quota_bytes=row["quota_bytes"],
+        retention_days=row["retention_days"],
     )
 
 

@@ -13,10 +13,12 @@ import logging
 import threading
 import time
 
+from .. import logs
 from ..ledger import Ledger
 from ..models import Batch
 from ..storage import LocalStorage
 from .files import Counts, ReportWriter, next_state
+from .usage import MonthlyUsageFiles
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,14 @@ _REWRITE_ROWS_PER_SECOND = 100_000
 
 
 class Reporter:
-    def __init__(self, ledger: Ledger, storage: LocalStorage, interval: float = 0.25) -> None:
+    def __init__(
+        self, ledger: Ledger, storage: LocalStorage, interval: float = 0.25, usage: MonthlyUsageFiles | None = None
+    ) -> None:
         self.ledger = ledger
         self.writer = ReportWriter(ledger, storage)
         self.interval = interval
+        #: Each product's reports/usage-YYYY-MM.csv, refreshed from this thread.
+        self.usage = usage
         self._last_written: dict[int, float] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -56,6 +62,11 @@ class Reporter:
                 self.catch_up(throttle=not stopping)
             except Exception:
                 log.exception("report round failed; retrying")
+            if self.usage is not None:
+                try:
+                    self.usage.tick(force=stopping)
+                except Exception:
+                    log.exception("usage report refresh failed; retrying")
             if stopping:
                 return
             self._wake.wait(self.interval)
@@ -77,7 +88,13 @@ class Reporter:
         counts = Counts.tally(self.ledger.status_counts(batch.seq))
         state = next_state(batch, counts)
         if state is not None and self.ledger.complete_batch(batch.seq):
-            log.info("batch %s complete: %s", batch.id, counts)
+            logs.batch_event(
+                logs.COMPLETE, batch.id, batch.product, rows=counts.rows, delivered=counts.delivered,
+                failed=counts.failed, rejected=counts.rejected, cancelled=counts.cancelled,
+                receipt_timeouts=counts.receipt_timeouts, parts=counts.parts,
+            )
+            if self.usage is not None:
+                self.usage.touch(batch.product)
             batch = self.ledger.get_batch_by_seq(batch.seq)
             version += 1  # complete_batch bumped it; these files show it
         self.writer.write(batch, counts)

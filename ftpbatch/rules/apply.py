@@ -70,7 +70,9 @@ class _Verdicts:
         self._parser_code = pc.if_else(pc.equal(parser_code, ""), pa.scalar(None, STRING), parser_code)
         self.open = ~to_bool(pc.is_valid(self._parser_code))
         # A sentence without a code means nothing: drop it.
-        self._parser_text = pc.if_else(pa.array(~self.open), pc.cast(parser_text, STRING), pa.scalar(None, STRING))
+        self._parser_text = pc.if_else(
+            pa.array(~self.open), pc.cast(parser_text, STRING), pa.scalar(None, STRING)
+        )
         if not self.open.all():
             # A parser code without a sentence gets the code's generic text.
             known = pa.array(list(codes.ERROR_TEXT), type=STRING)
@@ -156,7 +158,9 @@ class BatchRules:
         # 107 empty text
         # utf8_is_space is false for "", hence the length test.
         empty = to_bool(pc.utf8_is_space(text)) | (to_int(pc.binary_length(text)) == 0)
-        verdicts.reject(empty, codes.E_EMPTY_MESSAGE, lambda hit: _constant(hit, "text is empty: write the message text"))
+        verdicts.reject(
+            empty, codes.E_EMPTY_MESSAGE, lambda hit: _constant(hit, "text is empty: write the message text")
+        )
 
         # 116 unsendable characters; encoding and parts come from the same pass
         metrics = text_metrics(text)

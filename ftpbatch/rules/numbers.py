@@ -88,7 +88,7 @@ class Destinations:
 
     @property
     def valid(self) -> np.ndarray:
-        return self.reason == OK
+        return np.asarray(self.reason == OK)
 
     def refuse(self, mask: np.ndarray, reason: int) -> Destinations:
         """A copy with the rows of ``mask`` made invalid for ``reason``."""
@@ -97,7 +97,8 @@ class Destinations:
         reasons = self.reason.copy()
         reasons[mask] = reason
         digits = pc.if_else(pa.array(mask), pa.scalar(None, STRING), self.digits)
-        return Destinations(digits=as_chunked(digits), number=np.where(mask, np.uint64(0), self.number), reason=reasons)
+        number = np.where(mask, np.uint64(0), self.number)
+        return Destinations(digits=as_chunked(digits), number=number, reason=reasons)
 
 
 def _preclean(s: pa.Array) -> pa.Array:
@@ -176,7 +177,7 @@ def normalise(raw: pa.ChunkedArray, dial_prefix: str | None) -> Destinations:
     reason[(n_digits + n_other + n_plus) == 0] = EMPTY
     if not dial_prefix:
         # "Add the country code" only helps where no dial prefix could have.
-        reason[well_formed & trunk & (n_digits - 1 >= MIN_DIGITS - 1) & (second != zero)] = NATIONAL
+        reason[well_formed & trunk & (n_digits - 1 >= MIN_DIGITS - 1)] = NATIONAL
     digits = pc.if_else(pa.array(valid), pc.cast(pa.array(number), STRING), pa.scalar(None, STRING))
     return Destinations(digits=as_chunked(digits), number=number, reason=reason)
 

@@ -77,7 +77,7 @@ class Schedule:
 
     @property
     def time_bad(self) -> np.ndarray:
-        return self.time_reason != OK
+        return np.asarray(self.time_reason != OK)
 
     def time_sentences(self, rows: np.ndarray) -> pa.ChunkedArray:
         """Sentences for the rows in mask ``rows`` (all with a bad time)."""

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import gsm
-from ._arrow import byte_view, take_mask, to_arrow, to_bool, to_int
+from ._arrow import byte_view, from_choices, take_mask, to_arrow, to_bool, to_int
 
 GSM7 = "gsm7"
 UCS2 = "ucs2"
@@ -110,7 +110,7 @@ _FORBIDDEN_BYTE[[b for b in range(0x20) if b not in (0x09, 0x0A, 0x0C, 0x0D)] + 
 
 def _gsm_double(data: np.ndarray) -> np.ndarray:
     """Bytes that start a 2-septet character (in a text known to be GSM)."""
-    return (
+    return np.asarray(
         ((data - np.uint8(0x5B)) < 4) | ((data - np.uint8(0x7B)) < 4) | (data == 0x0C) | (data == 0xE2)
     )
 
@@ -156,10 +156,10 @@ def _count_per_row(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     if count == 0:
         return np.zeros(n, dtype=np.int64)
     if count < len(flags) // _SPARSE:
-        return np.bincount(_rows_of(np.flatnonzero(flags), offsets), minlength=n)
+        return np.asarray(np.bincount(_rows_of(np.flatnonzero(flags), offsets), minlength=n))
     # (np.add.reduceat is ~40x slower than this on uint8 input.)
     total = np.concatenate(([0], np.cumsum(flags, dtype=np.int32 if len(flags) < 2**31 else np.int64)))
-    return (total[offsets[1:]] - total[offsets[:-1]]).astype(np.int64)
+    return np.asarray(total[offsets[1:]] - total[offsets[:-1]], dtype=np.int64)
 
 
 def _non_gsm(texts: pa.ChunkedArray, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -284,6 +284,6 @@ def count_parts(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
     """
     arr, _ = to_arrow(texts, len(texts))
     metrics = text_metrics(arr)
-    encoding = pd.Series(np.where(metrics.gsm, GSM7, UCS2), index=texts.index, dtype="str")
+    encoding = from_choices([UCS2, GSM7], metrics.gsm.astype(np.int8), texts.index)
     parts = pd.Series(metrics.parts, index=texts.index, dtype="int64")
     return encoding, parts

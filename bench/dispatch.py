@@ -1,0 +1,156 @@
+"""Dispatch benchmark: N queued messages through ftpbatch to a local SMSC, against a bare windowed client.
+
+    python bench/dispatch.py --messages 20000 --window 50
+
+In one run, each against a fresh test SMSC (tests/smsc/server.py, another
+SMPP implementation; receipts on, sent at once):
+
+* baseline: a bare smpp34 client with the same window sending the same N
+  submit_sm and reading every receipt (no ledger, nothing recorded);
+* ftpbatch: the same N messages already queued in the ledger, from the
+  dispatcher's start until every message has its delivery receipt recorded
+  (lease, submit, answer and receipt all written to the SQLite ledger).
+
+Prints messages/s for both and the ratio ftpbatch / bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+from ftpbatch.config import load_settings  # noqa: E402
+from ftpbatch.models import Product  # noqa: E402
+from ftpbatch.report.files import Counts  # noqa: E402
+from ftpbatch.service import Gateway  # noqa: E402
+
+
+def run_ftpbatch(port: int, messages: int, window: int, workdir: Path) -> dict[str, float]:
+    root = workdir / "root"
+    url = f"smpp://bench:bench@127.0.0.1:{port}?window={window}"
+    settings = load_settings(root, {"dispatch": {"connector": url}, "report": {"interval": 1.0}})
+    gateway = Gateway(settings, ftp=False, watch_inboxes=False, node_id="bench")
+    gateway.ledger.add_product(Product("bench", "unused", duplicate_window_hours=0))
+    source = workdir / "batch.csv"
+    source.write_text("to,text\n" + "".join(f"4477{n:08d},Hello from the dispatch benchmark - message {n}\n" for n in range(messages)))
+    batch = gateway.submit_file(source, "bench")
+    gateway.ingest.start()
+    while (state := gateway.ledger.get_batch(batch.id)) is not None and state.state != "dispatching":
+        if state.state == "rejected":
+            raise RuntimeError(f"benchmark batch rejected: {state.error_code} {state.error_text}")
+        time.sleep(0.01)
+    seq = batch.seq
+    started = time.perf_counter()
+    gateway.reporter.start()
+    gateway.dispatcher.start()
+    try:
+        while True:
+            counts = Counts.tally(gateway.ledger.status_counts(seq))
+            if counts.delivered + counts.failed >= messages:
+                break
+            if time.perf_counter() - started > 300:
+                raise TimeoutError(counts)
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+    finally:
+        gateway.stop()
+    return {"seconds": seconds, "delivered": counts.delivered}
+
+
+def run_bare(port: int, messages: int, window: int) -> float:
+    """A bare smpp34 client: ``window`` submits outstanding, every receipt read; messages/s until the last receipt."""
+    import asyncio
+
+    import smpp34
+
+    from ftpbatch.dispatch.smpp.sockets import set_nodelay_to
+
+    async def main() -> float:
+        client = smpp34.Client("127.0.0.1", port, "bare", "bare", bind_type="TRX", window_size=window,
+                               inbound_capacity=65536)
+        smsc = await client.connect()
+        set_nodelay_to("127.0.0.1", port)
+        numbers = iter(range(messages))
+        receipts = 0
+        all_receipts = asyncio.Event()
+
+        async def read() -> None:
+            nonlocal receipts
+            while receipts < messages:
+                event = await smsc.next()
+                if isinstance(event, smpp34.DeliverSmEvent):
+                    receipts += 1
+            all_receipts.set()
+
+        async def send() -> None:
+            for n in numbers:
+                await smsc.submit_sm(f"4477{n:08d}", b"Hello from the dispatch benchmark - message %d" % n,
+                                     source_addr="BENCH", registered_delivery=1)
+
+        started = time.perf_counter()
+        reader = asyncio.create_task(read())
+        await asyncio.gather(*(send() for _ in range(window)))
+        await all_receipts.wait()
+        elapsed = time.perf_counter() - started
+        await reader
+        await smsc.unbind()
+        await client.stop()
+        return messages / elapsed
+
+    return asyncio.run(main())
+
+
+@contextlib.contextmanager
+def receipting_smsc(*extra: str) -> Iterator[int]:
+    """The test SMSC with receipts on and sent at once (the same work for both measurements)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.smsc.server", "--port", "0", "--mode", "happy", "--receipt-delay", "0", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline().split()[1])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--window", type=int, default=50)
+    args = parser.parse_args()
+    with receipting_smsc() as port:
+        bare_rate = run_bare(port, args.messages, args.window)
+    with tempfile.TemporaryDirectory(prefix="ftpbatch-dispatch-") as tmp, receipting_smsc() as port:
+        ours = run_ftpbatch(port, args.messages, args.window, Path(tmp))
+    our_rate = args.messages / ours["seconds"]
+    result = {
+        "benchmark": "dispatch",
+        "messages": args.messages,
+        "window": args.window,
+        "bare_smpp34_msgs_per_s_with_receipts": round(bare_rate),
+        "ftpbatch_msgs_per_s_with_receipts": round(our_rate),
+        "ratio": round(our_rate / bare_rate, 2),
+        "ftpbatch_delivered": ours["delivered"],
+    }
+    print(f"{'measure':<36}{'value':>12}")
+    for key, value in result.items():
+        print(f"{key:<36}{value!s:>12}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

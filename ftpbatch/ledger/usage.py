@@ -1,0 +1,144 @@
+"""Usage and operator queries: messages by day and product, totals by state and status.
+
+A message counts on the UTC day it was submitted upstream, or, if it never
+was (rejected at intake, cancelled, failed before submit), on the day its
+file was received. ``parts`` are the parts submitted (what the upstream
+charges for); ``failed`` are messages sent that did not reach the phone
+(005 after submit, 007, 009, 010); ``rejected`` are rows refused at intake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import codes
+from .db import Database
+
+_DAY = 86400
+
+# A message's usage time: when it was sent, else when its file came in.
+_WHEN = "COALESCE(m.submitted_at, b.received_at)"
+_GROUPS = {
+    "day": (f"CAST({_WHEN} / {_DAY} AS INTEGER)", "NULL"),
+    "product": ("NULL", "b.product"),
+    "day_product": (f"CAST({_WHEN} / {_DAY} AS INTEGER)", "b.product"),
+}
+_FAILED = (codes.UNDELIVERABLE, codes.ROUTING_ERROR, codes.EXPIRED)
+
+
+@dataclass(frozen=True)
+class UsageCount:
+    day: int | None  # days since 1970-01-01 (UTC), when grouped by day
+    product: str | None  # when grouped by product
+    messages: int
+    parts: int
+    delivered: int
+    failed: int
+    rejected: int
+
+
+class UsageStore:
+    db: Database
+
+    def usage(
+        self,
+        group: str,
+        product: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[UsageCount]:
+        """Usage grouped by ``day``, ``product`` or ``day_product``, in [since, until) epoch seconds.
+
+        Only batches that can hold such messages are read: received before
+        ``until`` and not completed before ``since`` (a message is sent no
+        later than its batch completes), so a month's report of a big
+        ledger reads that month's batches, not the whole table.
+        """
+        day_key, product_key = _GROUPS[group]
+        where = ["1 = 1"]
+        params: list[object] = []
+        if product is not None:
+            where.append("b.product = ?")
+            params.append(product)
+        if until is not None:
+            where.append("b.received_at < ?")
+            where.append(f"{_WHEN} < ?")
+            params += [until, until]
+        if since is not None:
+            where.append("(b.completed_at IS NULL OR b.completed_at >= ?)")
+            where.append(f"{_WHEN} >= ?")
+            params += [since, since]
+        failed = ", ".join(f"'{s}'" for s in _FAILED)
+        sql = (
+            f"SELECT {day_key} AS day, {product_key} AS product, COUNT(*), "
+            "COALESCE(SUM(CASE WHEN m.submitted_at IS NOT NULL THEN m.parts ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN m.status = '{codes.DELIVERED}' THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN m.status IN ({failed}) OR (m.status = '{codes.ERROR}' AND m.attempt > 0) "
+            "THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN m.status = '{codes.ERROR}' AND m.attempt = 0 THEN 1 ELSE 0 END), 0) "
+            "FROM batches b JOIN messages m ON m.batch_seq = b.seq "
+            f"WHERE {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        rows = self.db.connection().execute(sql, params).fetchall()
+        return [
+            UsageCount(
+                day=None if r[0] is None else int(r[0]),
+                product=r[1],
+                messages=int(r[2]),
+                parts=int(r[3]),
+                delivered=int(r[4]),
+                failed=int(r[5]),
+                rejected=int(r[6]),
+            )
+            for r in rows
+        ]
+
+    def products_active_since(self, since: float) -> list[str]:
+        """Products with a batch received or still open since ``since``."""
+        rows = self.db.connection().execute(
+            "SELECT DISTINCT product FROM batches WHERE received_at >= ? OR completed_at IS NULL OR completed_at >= ? "
+            "ORDER BY product",
+            (since, since),
+        )
+        return [r[0] for r in rows]
+
+    # --- operator view ----------------------------------------------------
+    def batch_state_totals(self) -> dict[tuple[str, str], int]:
+        """(product, state) -> batches."""
+        rows = self.db.connection().execute("SELECT product, state, COUNT(*) FROM batches GROUP BY product, state")
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def batch_source_totals(self) -> dict[tuple[str, str], int]:
+        """(product, source) -> batches received that way (ftp, local, cli, ...)."""
+        rows = self.db.connection().execute("SELECT product, source, COUNT(*) FROM batches GROUP BY product, source")
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def message_status_totals(self) -> dict[tuple[str, str], int]:
+        """(product, status) -> messages. Reads the whole table: callers cache it."""
+        rows = self.db.connection().execute("SELECT product, status, COUNT(*) FROM messages GROUP BY product, status")
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def queue_depth(self) -> dict[str, int]:
+        """Messages waiting to be sent (queued, scheduled) and waiting for a receipt; index-only reads."""
+        conn = self.db.connection()
+        pending = dict(
+            conn.execute(
+                "SELECT status, COUNT(*) FROM messages WHERE status IN (?, ?) GROUP BY status",
+                (codes.QUEUED, codes.SCHEDULED),
+            ).fetchall()
+        )
+        awaiting = conn.execute(
+            "SELECT COUNT(*) FROM messages WHERE status = ? AND receipt_timed_out = 0", (codes.SUBMITTED,)
+        ).fetchone()[0]
+        return {
+            "queued": int(pending.get(codes.QUEUED, 0)),
+            "scheduled": int(pending.get(codes.SCHEDULED, 0)),
+            "awaiting_receipt": int(awaiting),
+        }
+
+    def batches_in_flight(self) -> dict[str, int]:
+        """Batches not finished yet, by state."""
+        rows = self.db.connection().execute(
+            "SELECT state, COUNT(*) FROM batches WHERE state IN ('received', 'processing', 'dispatching') GROUP BY state"
+        )
+        return {r[0]: int(r[1]) for r in rows}

@@ -1,0 +1,336 @@
+"""The operator's view of a running gateway: Prometheus metrics, health, status.
+
+* :class:`Metrics` holds the counters and histograms of what happens in this
+  process (submits, receipts, callbacks, FTP logins) plus collectors that
+  read totals from the ledger at scrape time (uploads, batches by state,
+  messages by status, queue depth, callback backlog), so those survive
+  restarts and include work done by ``ftpbatch process``.
+* :class:`MeteredConnector` wraps the connector to time submits and
+  receipts without touching the dispatcher.
+* :class:`OpsServer` serves ``/metrics``, ``/healthz`` (200 only while the
+  gateway is ready) and ``/status`` (JSON) over HTTP.
+  The status document itself is built in :mod:`ftpbatch.report.status`.
+
+FTP logins are counted through :func:`ftp_login`, called from the FTP
+handler's ``on_login`` / ``on_login_failed`` hooks.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from . import __version__
+from .errors import ConfigError
+from .dispatch.connector import Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
+from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from .service import Gateway
+
+log = logging.getLogger(__name__)
+
+# Process-wide, because the FTP handler has no reference to the gateway's
+# registry; every Metrics registry exposes it.
+FTP_LOGINS = Counter("ftpbatch_ftp_logins", "FTP logins by result (ok, failed).", ["result"], registry=None)
+
+
+def ftp_login(result: str) -> None:
+    """Count one FTP login: ``ok`` or ``failed`` (cheap: safe on the FTP loop)."""
+    FTP_LOGINS.labels(result).inc()
+
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_RECEIPT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+
+
+class Metrics:
+    def __init__(self, ledger: Ledger | None = None, *, ledger_cache_seconds: float = 2.0) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.submits = Counter("ftpbatch_submits", "Submit answers from the upstream, by result (accepted, failed, retry).", ["result"], registry=r)
+        self.submit_latency = Histogram(
+            "ftpbatch_submit_latency_seconds", "Seconds from handing a message to the connector to its submit answer.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.receipts = Counter("ftpbatch_receipts", "Delivery receipts received, by status.", ["status"], registry=r)
+        self.receipt_latency = Histogram(
+            "ftpbatch_receipt_latency_seconds", "Seconds from the submit answer to the delivery receipt (receipts seen by this process).",
+            buckets=_RECEIPT_BUCKETS, registry=r,
+        )
+        self.callbacks = Counter("ftpbatch_callbacks", "Callback POSTs by outcome (delivered, retry, given_up).", ["result"], registry=r)
+        self.callback_latency = Histogram(
+            "ftpbatch_callback_seconds", "Seconds one callback POST took.", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        for result in ("delivered", "retry", "given_up"):
+            self.callbacks.labels(result)
+        r.register(FTP_LOGINS)
+        if ledger is not None:
+            r.register(LedgerCollector(ledger, ledger_cache_seconds))
+
+    def callback_outcome(self, result: str, seconds: float) -> None:
+        self.callbacks.labels(result).inc()
+        self.callback_latency.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class LedgerCollector:
+    """Totals read from the ledger at scrape time (cached briefly: one is a full table scan)."""
+
+    def __init__(self, ledger: Ledger, cache_seconds: float = 2.0) -> None:
+        self.ledger = ledger
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Metric]] | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # names vary with the data; no need to check them at registration
+
+    def collect(self) -> list[Metric]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self.cache_seconds:
+                self._cached = (now, self._read())
+            return self._cached[1]
+
+    def _read(self) -> list[Metric]:
+        ledger = self.ledger
+        uploads = CounterMetricFamily("ftpbatch_uploads", "Files received, by product and source (ftp, local, cli, ...).", labels=["product", "source"])
+        for (product, source), n in sorted(ledger.batch_source_totals().items()):
+            uploads.add_metric([product, source], n)
+        batches = GaugeMetricFamily("ftpbatch_batches", "Batches by product and state.", labels=["product", "state"])
+        for (product, state), n in sorted(ledger.batch_state_totals().items()):
+            batches.add_metric([product, state], n)
+        messages = GaugeMetricFamily("ftpbatch_messages", "Messages by product and status (DESIGN.md §6 codes).", labels=["product", "status"])
+        for (product, status), n in sorted(ledger.message_status_totals().items()):
+            messages.add_metric([product, status], n)
+        queue = GaugeMetricFamily("ftpbatch_queue_messages", "Messages waiting: queued, scheduled, awaiting_receipt.", labels=["state"])
+        for state, n in ledger.queue_depth().items():
+            queue.add_metric([state], n)
+        backlog = ledger.callback_backlog(time.time())
+        pending = GaugeMetricFamily("ftpbatch_callback_backlog", "Callbacks waiting in the outbox (due now or later).", labels=["due"])
+        pending.add_metric(["now"], backlog.due)
+        pending.add_metric(["later"], backlog.pending - backlog.due)
+        return [uploads, batches, messages, queue, pending]
+
+
+class GatewayCollector:
+    """Component states of a running gateway."""
+
+    def __init__(self, gateway: "Gateway") -> None:
+        self.gateway = gateway
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> list[Metric]:
+        g = self.gateway
+        up = GaugeMetricFamily("ftpbatch_up", "1 when a component is up: ftp, intake, connector, callbacks.", labels=["component"])
+        for name, state in component_states(g).items():
+            up.add_metric([name], 1 if state else 0)
+        ready = GaugeMetricFamily("ftpbatch_ready", "1 when the gateway is ready (what /healthz says).")
+        ready.add_metric([], 1 if g.ready else 0)
+        sessions = GaugeMetricFamily("ftpbatch_ftp_sessions", "Open FTP control connections.")
+        sessions.add_metric([], g.ftp.sessions if g.ftp is not None else 0)
+        return [up, ready, sessions]
+
+
+# --- connector timing ---------------------------------------------------------
+class MeteredConnector(Connector):
+    """Wraps a connector to count and time submits and receipts; everything else passes through."""
+
+    # Submit answers remembered for receipt latency; older ones are dropped
+    # (their receipts are still recorded, just not timed).
+    _REMEMBER = 200_000
+
+    def __init__(self, inner: Connector, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self._handed: dict[int, float] = {}
+        self._answered: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def account(self) -> str:  # type: ignore[override]
+        return self.inner.account
+
+    @property
+    def window(self) -> int:  # type: ignore[override]
+        return self.inner.window
+
+    @property
+    def tps(self) -> float | None:  # type: ignore[override]
+        return self.inner.tps
+
+    @property
+    def is_up(self) -> bool:
+        return self.inner.is_up
+
+    def start(self, events: ConnectorEvents) -> None:
+        self.inner.start(_MeteredEvents(self, events))
+
+    def submit(self, messages: Sequence[OutboundMessage]) -> None:
+        now = time.monotonic()
+        for message in messages:
+            self._handed[message.message_id] = now
+        self.inner.submit(messages)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.inner.stop(timeout)
+
+    def _submitted(self, results: Sequence[SubmitResult]) -> None:
+        now = time.monotonic()
+        accepted = failed = retried = 0
+        with self._lock:
+            for r in results:
+                handed = self._handed.pop(r.message_id, None)
+                if handed is not None:
+                    self.metrics.submit_latency.observe(now - handed)
+                if r.retry:
+                    retried += 1
+                elif r.upstream_id:
+                    accepted += 1
+                    self._answered[r.upstream_id] = now
+                else:
+                    failed += 1
+            while len(self._answered) > self._REMEMBER:
+                self._answered.popitem(last=False)
+        for result, n in (("accepted", accepted), ("failed", failed), ("retry", retried)):
+            if n:
+                self.metrics.submits.labels(result).inc(n)
+
+    def _receipts(self, receipts: Sequence[Receipt]) -> None:
+        now = time.monotonic()
+        by_status: dict[str, int] = {}
+        with self._lock:
+            for r in receipts:
+                by_status[r.status] = by_status.get(r.status, 0) + 1
+                answered = self._answered.pop(r.upstream_id, None)
+                if answered is not None:
+                    self.metrics.receipt_latency.observe(now - answered)
+        for status, n in by_status.items():
+            self.metrics.receipts.labels(status).inc(n)
+
+
+class _MeteredEvents:
+    def __init__(self, owner: MeteredConnector, events: ConnectorEvents) -> None:
+        self.owner = owner
+        self.events = events
+
+    def submitted(self, results: Sequence[SubmitResult]) -> None:
+        self.owner._submitted(results)
+        self.events.submitted(results)
+
+    def receipts(self, receipts: Sequence[Receipt]) -> None:
+        self.owner._receipts(receipts)
+        self.events.receipts(receipts)
+
+    def connection_state(self, up: bool, detail: str) -> None:
+        self.events.connection_state(up, detail)
+
+
+# --- status -------------------------------------------------------------------
+def component_states(gateway: "Gateway") -> dict[str, bool]:
+    ftp_thread = getattr(gateway, "_ftp_thread", None)
+    states = {
+        "ftp": gateway.ftp is None or (ftp_thread is not None and ftp_thread.is_alive()),
+        "intake": gateway.intake is None or gateway.intake.is_up,
+        "connector": gateway.connector.is_up,
+    }
+    callbacks = getattr(gateway, "callbacks", None)
+    if callbacks is not None:
+        states["callbacks"] = callbacks.is_up
+    return states
+
+
+# --- HTTP endpoint --------------------------------------------------------------
+class OpsServer:
+    """``/metrics``, ``/healthz`` and ``/status`` on a threaded http.server."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        render: Callable[[], bytes],
+        ready: Callable[[], bool],
+        status: Callable[[], dict[str, Any]],
+        health: Callable[[], dict[str, bool]] = dict,
+    ) -> None:
+        handler = type(
+            "OpsHandler",
+            (_OpsHandler,),
+            {name: staticmethod(f) for name, f in (("render", render), ("ready", ready), ("status", status), ("health", health))},
+        )
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; choose another --metrics-port") from None
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="ops-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(5.0)
+        self.httpd.server_close()
+
+
+class _OpsHandler(BaseHTTPRequestHandler):
+    render: Callable[[], bytes]
+    ready: Callable[[], bool]
+    status: Callable[[], dict[str, Any]]
+    health: Callable[[], dict[str, bool]]
+    server_version = f"ftpbatch/{__version__}"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                self._send(200, self.render(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ready = self.ready()
+                body = {"ready": ready, "components": self.health()}
+                self._send(200 if ready else 503, json.dumps(body).encode() + b"\n", "application/json")
+            elif path == "/status":
+                self._send(200, json.dumps(self.status(), indent=2).encode() + b"\n", "application/json")
+            else:
+                self._send(404, b"not found: try /metrics, /healthz or /status\n", "text/plain; charset=utf-8")
+        except Exception:
+            log.exception("ops endpoint %s failed", path)
+            self._send(500, b"internal error\n", "text/plain; charset=utf-8")
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        log.debug("ops %s - %s", self.address_string(), format % args)

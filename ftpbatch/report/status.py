@@ -1,0 +1,260 @@
+"""``ftpbatch status``: what a running server is doing, and where it writes that down.
+
+A serving gateway keeps ``<root>/status.json`` fresh (:class:`StatusBoard`,
+every ``[metrics] status_interval`` seconds) and, with a metrics port, also
+answers ``/status`` with the same document. ``ftpbatch status`` reads the
+file, asks ``/status`` for a fresher copy when it can, and adds what the
+ledger alone can tell, so it has something useful to say even when no
+server runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .. import __version__
+from ..config import Settings
+from ..ledger import Ledger
+from ..logs import redact_url
+from ..metrics import component_states
+
+if TYPE_CHECKING:
+    from ..service import Gateway
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+# A status file not rewritten for this many intervals (plus a margin) belongs to a server that died.
+_STALE_INTERVALS = 3
+
+
+def ledger_status(ledger: Ledger) -> dict[str, Any]:
+    """What the ledger alone can tell (cheap, index-only reads): also used when no server runs."""
+    backlog = ledger.callback_backlog(time.time())
+    return {
+        "products": [
+            {"name": p.name, "enabled": p.enabled, "callback": bool(p.callback_url)} for p in ledger.list_products()
+        ],
+        "batches_in_flight": ledger.batches_in_flight(),
+        "queue": ledger.queue_depth(),
+        "callbacks": {
+            "pending": backlog.pending,
+            "due": backlog.due,
+            "delivered": backlog.delivered,
+            "given_up": backlog.given_up,
+        },
+    }
+
+
+def gateway_status(gateway: "Gateway", started_at: float, metrics_url: str | None) -> dict[str, Any]:
+    states = component_states(gateway)
+    ftp = gateway.ftp
+    dispatcher = gateway.dispatcher
+    callbacks = getattr(gateway, "callbacks", None)
+    components: dict[str, Any] = {
+        "ftp": {
+            "up": states["ftp"],
+            "address": _ftp_address(gateway),
+            "sessions": ftp.sessions if ftp is not None else 0,
+        },
+        "intake": {"up": states["intake"]},
+        "connector": {
+            "up": states["connector"],
+            "url": redact_url(gateway.settings.dispatch.connector),
+            "detail": dispatcher.connector_detail,
+        },
+    }
+    if callbacks is not None:
+        components["callbacks"] = {
+            "up": callbacks.is_up,
+            "in_flight": callbacks.in_flight,
+            "endpoints": callbacks.endpoint_states(),
+        }
+    return {
+        "server": {
+            "version": __version__,
+            "node_id": dispatcher.node_id,
+            "pid": os.getpid(),
+            "root": str(gateway.settings.root),
+            "started_at": started_at,
+            "updated_at": time.time(),
+            "running": True,
+            "ready": gateway.ready,
+            "metrics_url": metrics_url,
+            "node_host": _HOST,
+            "status_interval": gateway.settings.metrics.status_interval,
+        },
+        "components": components,
+        **ledger_status(gateway.ledger),
+    }
+
+
+def _ftp_address(gateway: "Gateway") -> str | None:
+    if gateway.ftp is None:
+        return None
+    try:
+        host, port = gateway.ftp.address
+    except OSError:  # the listener is closed: the server is stopping
+        return None
+    return f"{host}:{port}"
+
+
+def write_status(root: Path, document: dict[str, Any]) -> None:
+    """Write ``<root>/status.json`` atomically (readers never see half a file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{STATUS_FILE}.", suffix=".tmp", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, root / STATUS_FILE)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class StatusBoard:
+    """Keeps ``<root>/status.json`` fresh while the gateway runs."""
+
+    def __init__(self, gateway: "Gateway", interval: float, metrics_url: Callable[[], str | None] = lambda: None) -> None:
+        self.gateway = gateway
+        self.interval = interval
+        self.metrics_url = metrics_url
+        self.started_at = time.time()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return gateway_status(self.gateway, self.started_at, self.metrics_url())
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="status-board", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        with contextlib.suppress(Exception):
+            document = self.snapshot()
+            document["server"].update(running=False, ready=False, stopped_at=time.time())
+            write_status(self.gateway.settings.root, document)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                write_status(self.gateway.settings.root, self.snapshot())
+            except Exception:
+                log.exception("could not write %s", STATUS_FILE)
+            if self._stopping.wait(self.interval):
+                return
+
+
+# --- reading it back ------------------------------------------------------------
+def read_status(settings: Settings) -> dict[str, Any]:
+    """The freshest status there is: the server's own (``/status``, else status.json) plus the ledger's."""
+    path = settings.root / STATUS_FILE
+    document: dict[str, Any] = {}
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+        document = json.loads(path.read_text(encoding="utf-8"))
+    server = document.get("server") or {}
+    running = bool(server.get("running")) and _alive(server)
+    if running and server.get("metrics_url"):
+        try:
+            with urllib.request.urlopen(f"{server['metrics_url']}/status", timeout=2.0) as answer:
+                document = json.loads(answer.read())
+                server = document.get("server") or server
+        except (OSError, ValueError):
+            pass  # the file is a few seconds old at most; good enough
+    if not running:
+        server = {**server, "running": False, "ready": False}
+    ledger = Ledger(settings.db_path)
+    try:
+        fresh = ledger_status(ledger)  # the ledger is the truth; the file may lag it by an interval
+    finally:
+        ledger.close()
+    return {**document, **fresh, "server": server}
+
+
+def _alive(server: dict[str, Any]) -> bool:
+    """Whether the server that wrote this is still up (same machine: its pid; and a recent write)."""
+    interval = float(server.get("status_interval") or 2.0)
+    updated = float(server.get("updated_at") or 0.0)
+    if time.time() - updated > _STALE_INTERVALS * interval + 5.0:
+        return False
+    pid = server.get("pid")
+    if isinstance(pid, int) and server.get("node_host", _HOST) == _HOST:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # alive, someone else's
+    return True
+
+
+_HOST = os.uname().nodename if hasattr(os, "uname") else ""
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def render_status(document: dict[str, Any]) -> str:
+    """The human view of :func:`read_status`."""
+    server = document.get("server") or {}
+    lines = []
+    if server.get("running"):
+        ready = "ready" if server.get("ready") else "NOT READY"
+        lines.append(
+            f"ftpbatch {server.get('version', '?')} on {server.get('node_id', '?')}: running since "
+            f"{_when(server.get('started_at'))} (pid {server.get('pid', '?')}), {ready}"
+        )
+        for name, state in (document.get("components") or {}).items():
+            up = "up" if state.get("up") else "DOWN"
+            detail = ""
+            if name == "ftp" and state.get("address"):
+                detail = f"{state['address']}, {state.get('sessions', 0)} open session(s)"
+            elif name == "connector":
+                detail = f"{state.get('url', '')} ({state.get('detail', '')})"
+            elif name == "callbacks":
+                troubled = {p: s for p, s in (state.get("endpoints") or {}).items() if s != "ok"}
+                detail = f"{state.get('in_flight', 0)} in flight" + (
+                    "; " + ", ".join(f"{p} {s}" for p, s in sorted(troubled.items())) if troubled else ""
+                )
+            lines.append(f"  {name:<10} {up:<5} {detail}".rstrip())
+        if server.get("metrics_url"):
+            lines.append(f"  metrics    {server['metrics_url']}/metrics")
+    elif server:
+        lines.append(f"ftpbatch is not running (last seen {_when(server.get('stopped_at') or server.get('updated_at'))})")
+    else:
+        lines.append("ftpbatch is not running (no status.json: it has not served from this root yet)")
+    products = document.get("products") or []
+    names = [p["name"] + ("" if p.get("enabled", True) else " (disabled)") for p in products]
+    lines.append(f"products ({len(products)}): {', '.join(names) if names else 'none'}")
+    in_flight = document.get("batches_in_flight") or {}
+    states = ", ".join(f"{state} {n}" for state, n in sorted(in_flight.items()))
+    lines.append(f"batches in flight: {sum(in_flight.values())}" + (f" ({states})" if states else ""))
+    queue = document.get("queue") or {}
+    lines.append(
+        f"queue: {queue.get('queued', 0):,} queued, {queue.get('scheduled', 0):,} scheduled, "
+        f"{queue.get('awaiting_receipt', 0):,} awaiting a receipt"
+    )
+    cb = document.get("callbacks") or {}
+    lines.append(
+        f"callbacks: {cb.get('pending', 0):,} pending ({cb.get('due', 0):,} due now), "
+        f"{cb.get('delivered', 0):,} delivered, {cb.get('given_up', 0):,} given up"
+    )
+    return "\n".join(lines) + "\n"

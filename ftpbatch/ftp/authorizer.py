@@ -17,7 +17,7 @@ from .. import codes
 from ..errors import LoginRefused
 from ..ledger import Ledger
 from ..models import Product
-from ..passwords import verify_password
+from ..passwords import VerifiedCache
 from ..storage import LocalStorage
 
 # pyftpdlib permission letters: e=CWD l=LIST r=RETR a=APPE d=DELE f=rename w=STOR
@@ -45,6 +45,7 @@ class ProductAuthorizer:
     def __init__(self, ledger: Ledger, storage: LocalStorage) -> None:
         self.ledger = ledger
         self.storage = storage
+        self.verified = VerifiedCache()
 
     # --- called on a worker thread -------------------------------------
     def authenticate(
@@ -58,7 +59,7 @@ class ProductAuthorizer:
         password learns that the product needs TLS.
         """
         product = self.ledger.get_product(username)
-        valid = verify_password(product.password_hash if product else None, password)
+        valid = self.verified.verify(product.password_hash if product else None, password)
         if product is None or not valid:
             raise LoginRefused("Login incorrect (code 001).", code=codes.E_AUTH)
         if not product.allows_address(remote_ip):

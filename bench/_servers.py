@@ -110,6 +110,7 @@ class Vsftpd:
     def __init__(self, home: Path) -> None:
         (home / "inbox").mkdir(parents=True, exist_ok=True)
         subprocess.run(["useradd", "-M", "-d", str(home), USER], capture_output=True)
+        subprocess.run(["usermod", "-d", str(home), USER], capture_output=True)  # left from an earlier run
         subprocess.run(["chpasswd"], input=f"{USER}:{PASSWORD}", text=True, check=True)
         os.chown(home / "inbox", int(subprocess.check_output(["id", "-u", USER])), -1)
         os.chmod(home, 0o755)
@@ -117,7 +118,7 @@ class Vsftpd:
         self.conf = Path(tempfile.mkstemp(suffix=".conf")[1])
         self.conf.write_text(
             f"listen=YES\nlisten_address=127.0.0.1\nlisten_port={self.port}\nlocal_enable=YES\nwrite_enable=YES\n"
-            f"anonymous_enable=NO\nlocal_root={home}\npasv_enable=YES\nseccomp_sandbox=NO\nuse_localtime=NO\n"
+            f"anonymous_enable=NO\nlocal_root={home}\nchroot_local_user=YES\nallow_writeable_chroot=YES\npasv_enable=YES\nseccomp_sandbox=NO\nuse_localtime=NO\n"
             "background=NO\ncheck_shell=NO\nmax_clients=1024\nmax_per_ip=1024\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
             "pam_service_name=vsftpd\n"
         )

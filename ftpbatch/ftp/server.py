@@ -91,7 +91,9 @@ class GatewayFTPServer:
             attributes["dtp_handler"] = type("GatewayTLSDTPHandler", (LimitedDTPMixin, HandshakeFirstMixin, TLS_DTPHandler), {})
         handler = type("BoundGatewayFTPHandler", bases, attributes)
         self.tls = tls is not None
-        self.server = FTPServer((settings.host, settings.port), handler, ioloop=self.ioloop)
+        # A deep accept queue: hundreds of clients connecting at once must wait
+        # for the loop, not have their SYNs dropped and retried seconds later.
+        self.server = FTPServer((settings.host, settings.port), handler, ioloop=self.ioloop, backlog=1024)
         self.server.max_cons = settings.max_cons
         self.server.max_cons_per_ip = settings.max_cons_per_ip
         self._stop = threading.Event()
@@ -112,8 +114,12 @@ class GatewayFTPServer:
             self.guard.start()
         log.info("FTP server listening on %s:%d%s", *self.address, " (explicit FTPS available)" if self.tls else "")
         try:
+            # One poll per turn, straight on the loop: pyftpdlib's
+            # serve_forever(blocking=False) formats a start-up log line (two
+            # getsockname calls) on every call, i.e. on every poll.
+            loop = self.ioloop.loop
             while not self._stop.is_set():
-                self.server.serve_forever(timeout=0.5, blocking=False, handle_exit=False)
+                loop(0.5, False)
         finally:
             self.server.close_all()
             self.auth_pool.shutdown(wait=False, cancel_futures=True)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
+import struct
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openpyxl import Workbook
@@ -13,6 +17,7 @@ from openpyxl import Workbook
 from ftpbatch import codes
 from ftpbatch.errors import BatchRejected
 from ftpbatch.parse import FileCredentials, decode, open_batch
+from ftpbatch.parse.decode import BoundedStream, ExpansionLimit
 
 CREDENTIALS = FileCredentials("shop", lambda password: password == "s3cret")
 
@@ -23,10 +28,10 @@ def write(tmp_path: Path, data: bytes | str, name: str = "batch.csv") -> Path:
     return path
 
 
-def refused_at_open(path: Path, credentials: FileCredentials = CREDENTIALS) -> BatchRejected:
+def refused_at_open(path: Path, credentials: FileCredentials = CREDENTIALS, **options: Any) -> BatchRejected:
     """open_batch itself must raise: the problem is visible before any row."""
     with pytest.raises(BatchRejected) as caught:
-        open_batch(path, path.name, credentials)
+        open_batch(path, path.name, credentials, **options)
     return caught.value
 
 
@@ -245,6 +250,251 @@ def test_damaged_xlsx(tmp_path: Path) -> None:
     error = refused_at_open(tmp_path / "bad.xlsx")
     assert error.code == "100"
     assert error.message.startswith("'bad.xlsx' cannot be read as an Excel workbook")
+
+
+# --- archives inside archives ----------------------------------------------
+
+
+def _zip_bytes(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        (
+            "nested.zip",
+            _zip_bytes("inner.zip", _zip_bytes("a.csv", b"to,text\n447700900001,hi\n")),
+            (
+                "the zip archive holds 'inner.zip', which is itself a .zip file, not a batch file or an Excel workbook; "
+                "a .zip inside a .zip is not supported: send the inner file"
+            ),
+        ),
+        (
+            "nested.zip",
+            _zip_bytes("a.csv.gz", gzip.compress(b"to,text\n447700900001,hi\n")),
+            (
+                "the zip archive holds 'a.csv.gz', which is itself a .gz file, not a batch file or an Excel workbook; "
+                "a .gz inside a .zip is not supported: send the inner file"
+            ),
+        ),
+        (
+            "nested.zip.gz",
+            gzip.compress(_zip_bytes("a.csv", b"to,text\n447700900001,hi\n")),
+            (
+                "the gzip data holds a .zip file, not a batch file or an Excel workbook; "
+                "a .zip inside a .gz is not supported: send the inner file"
+            ),
+        ),
+    ],
+    ids=["zip-in-zip", "gz-in-zip", "zip-in-gz"],
+)
+def test_archive_inside_an_archive(tmp_path: Path, name: str, data: bytes, message: str) -> None:
+    error = refused_at_open(write(tmp_path, data, name))
+    assert (error.code, error.message) == ("100", message)
+
+
+# --- decompressed size (131) -----------------------------------------------
+
+MB = 1_000_000
+ROW = b"to,text\n447700900001,hi\n"
+
+
+def _product_limit(limit: int) -> str:
+    return (
+        f"the file is larger than {limit:,} bytes when decompressed, the limit set for this product: "
+        "split the batch into smaller files and upload them one by one"
+    )
+
+
+def _ratio_limit(limit: int) -> str:
+    return (
+        f"the file is larger than {limit:,} bytes when decompressed, over 200 times its compressed size "
+        "(the mark of a decompression bomb): split the batch into smaller files and upload them one by one"
+    )
+
+
+def gzip_bomb(total: int, head: bytes = ROW) -> bytes:
+    """gzip of ``head`` then spaces up to ``total`` bytes, built without holding them all."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b" " * (1 << 20)
+    parts, written = [compressor.compress(head)], len(head)
+    while written < total:
+        parts.append(compressor.compress(block[: total - written]))
+        written += min(len(block), total - written)
+    return b"".join([*parts, compressor.flush()])
+
+
+def lie_about_size(data: bytes, name: str, size: int) -> bytes:
+    """Make the local and central headers of member ``name`` declare ``size`` uncompressed bytes."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        local = archive.getinfo(name).header_offset
+    patched = bytearray(data)
+    struct.pack_into("<I", patched, local + 22, size)
+    central = patched.find(b"PK\x01\x02")
+    while central >= 0:
+        length = struct.unpack_from("<H", patched, central + 28)[0]
+        if patched[central + 46 : central + 46 + length] == name.encode():
+            struct.pack_into("<I", patched, central + 24, size)
+            return bytes(patched)
+        central = patched.find(b"PK\x01\x02", central + 46)
+    raise AssertionError(f"{name} not in the central directory")
+
+
+def xlsx_bomb(tmp_path: Path, padding: int) -> bytes:
+    """A real workbook whose sheet XML is padded with ``padding`` spaces (a few KB once zipped)."""
+    book = Workbook()
+    book.active.append(["to", "text"])
+    book.active.append(["447700900001", "after the padding"])
+    book.save(tmp_path / "made.xlsx")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(tmp_path / "made.xlsx") as source, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"<sheetData>", b"<sheetData>" + b" " * padding, 1)
+            target.writestr(info.filename, data)
+    return buffer.getvalue()
+
+
+def test_gzip_bomb_is_refused_while_read(tmp_path: Path) -> None:
+    # gzip declares no size up front (its trailer's is modulo 4 GB): only the count stops it.
+    path = write(tmp_path, gzip_bomb(6 * MB), "bomb.csv.gz")
+    assert path.stat().st_size < 10_000
+    error = refused_at_open(path, max_bytes=1 * MB)
+    assert (error.code, error.message) == ("131", _product_limit(1 * MB))
+
+
+def test_gzip_bomb_without_product_limit_meets_the_ratio_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The floor is 100 MB in production; lowered so the test inflates little.
+    monkeypatch.setattr(decode, "RATIO_FLOOR_BYTES", 1 * MB)
+    path = write(tmp_path, gzip_bomb(6 * MB), "bomb.csv.gz")
+    error = refused_at_open(path)
+    assert (error.code, error.message) == ("131", _ratio_limit(max(1 * MB, 200 * path.stat().st_size)))
+
+
+def test_zip_bomb_is_refused_by_its_declared_size_before_inflating(tmp_path: Path) -> None:
+    data = bytearray(_zip_bytes("bomb.csv", ROW + b" " * (3 * MB)))
+    # Spoil the deflate data: had the member been inflated, this would be 100 "damaged".
+    start = data.index(b"bomb.csv") + len("bomb.csv")
+    data[start + 2 : start + 40] = bytes(38)
+    error = refused_at_open(write(tmp_path, bytes(data), "bomb.zip"), max_bytes=1 * MB)
+    assert (error.code, error.message) == ("131", _product_limit(1 * MB))
+
+
+def test_zip_bomb_lying_about_its_size_is_not_inflated_past_the_lie(tmp_path: Path) -> None:
+    # Declares 1,000 bytes, inflates to 6 MB: zipfile cuts the member at the
+    # declared size and its CRC fails, so it is refused as damaged, never read whole.
+    data = lie_about_size(_zip_bytes("bomb.csv", ROW + b" " * (6 * MB)), "bomb.csv", 1_000)
+    error = refused_at_open(write(tmp_path, data, "bomb.zip"), max_bytes=1 * MB)
+    assert error.code == "100"
+    assert error.message.startswith("the zip data is damaged or truncated (Bad CRC-32")
+
+
+def test_xlsx_bomb_is_refused_by_its_declared_sizes(tmp_path: Path) -> None:
+    path = write(tmp_path, xlsx_bomb(tmp_path, 3 * MB), "bomb.xlsx")
+    assert path.stat().st_size < 50_000
+    error = refused_at_open(path, max_bytes=1 * MB)
+    assert (error.code, error.message) == ("131", _product_limit(1 * MB))
+
+
+def test_xlsx_bomb_without_product_limit_meets_the_ratio_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode, "RATIO_FLOOR_BYTES", 1 * MB)
+    path = write(tmp_path, xlsx_bomb(tmp_path, 3 * MB), "bomb.xlsx")
+    error = refused_at_open(path)
+    assert (error.code, error.message) == ("131", _ratio_limit(max(1 * MB, 200 * path.stat().st_size)))
+
+
+def test_xlsx_bomb_inside_a_zip_is_refused(tmp_path: Path) -> None:
+    # The outer member is small enough; the workbook inside it declares too much.
+    inner = xlsx_bomb(tmp_path, 3 * MB)
+    error = refused_at_open(write(tmp_path, _zip_bytes("bomb.xlsx", inner), "bomb.zip"), max_bytes=len(inner) + 1)
+    assert (error.code, error.message) == ("131", _product_limit(len(inner) + 1))
+
+
+def test_xlsx_lying_about_its_sheet_size_is_refused_as_damaged(tmp_path: Path) -> None:
+    # The workbook's parts are only checked by their declared sizes; this
+    # holds zipfile to never yielding more than a part declares.
+    data = lie_about_size(xlsx_bomb(tmp_path, 6 * MB), "xl/worksheets/sheet1.xml", 2_000)
+    path = write(tmp_path, data, "bomb.xlsx")
+    with pytest.raises(BatchRejected) as caught:
+        for _ in open_batch(path, path.name, CREDENTIALS, max_bytes=1 * MB).chunks:
+            pass
+    assert caught.value.code == "100"
+    assert caught.value.message.startswith("'bomb.xlsx' cannot be read as an Excel workbook")
+
+
+def _varied_rows(count: int) -> bytes:
+    return b"to,text\n" + b"".join(
+        b"4477%08d,Your code is %06d and valid for 10 minutes\n" % (i, i * 7919 % 1_000_000) for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("container", ["gz", "zip"])
+def test_large_compressed_file_at_the_limit_is_read_whole(tmp_path: Path, container: str) -> None:
+    data = _varied_rows(40_000)
+    packed = gzip.compress(data) if container == "gz" else _zip_bytes("batch.csv", data)
+    path = write(tmp_path, packed, f"batch.csv.{container}")
+    chunks = list(open_batch(path, path.name, CREDENTIALS, max_bytes=len(data)).chunks)
+    assert sum(len(chunk) for chunk in chunks) == 40_000
+    assert chunks[-1]["to"].iloc[-1] == "447700039999"
+    error = refused_at_open(path, max_bytes=len(data) - 1)
+    assert (error.code, error.message) == ("131", _product_limit(len(data) - 1))
+
+
+def test_small_file_that_compresses_very_well_passes_the_ratio_guard(tmp_path: Path) -> None:
+    data = b"to,text\n" + b"447700900001,Same text for all\n" * 60_000
+    path = write(tmp_path, gzip.compress(data), "same.csv.gz")
+    assert len(data) > decode.MAX_EXPANSION_RATIO * path.stat().st_size  # a ratio a bomb would have
+    assert sum(len(chunk) for chunk in open_batch(path, path.name, CREDENTIALS).chunks) == 60_000
+
+
+def test_xlsx_at_the_limit_is_read(tmp_path: Path) -> None:
+    book = Workbook()
+    book.active.append(["to", "text"])
+    for i in range(2_000):
+        book.active.append([447700000000 + i, f"row {i}"])
+    path = tmp_path / "big.xlsx"
+    book.save(path)
+    with zipfile.ZipFile(path) as package:
+        declared = sum(info.file_size for info in package.infolist())
+    assert sum(len(chunk) for chunk in open_batch(path, path.name, CREDENTIALS, max_bytes=declared).chunks) == 2_000
+    error = refused_at_open(path, max_bytes=declared - 1)
+    assert (error.code, error.message) == ("131", _product_limit(declared - 1))
+
+
+@pytest.mark.parametrize(
+    ("compressed", "product_max", "expected"),
+    [
+        (10_000, 5_000_000, (5_000_000, "the limit set for this product")),
+        (10_000, None, (100_000_000, "over 200 times its compressed size (the mark of a decompression bomb)")),
+        (1_000_000, 10**10, (200_000_000, "over 200 times its compressed size (the mark of a decompression bomb)")),
+        (50_000_000, None, (2_000_000_000, "the most one batch file may hold")),
+    ],
+    ids=["product", "ratio-floor", "ratio-under-product", "default-cap"],
+)
+def test_expansion_limit(compressed: int, product_max: int | None, expected: tuple[int, str]) -> None:
+    limit = ExpansionLimit.for_file(compressed, product_max)
+    assert (limit.max_bytes, limit.reason) == expected
+
+
+def test_bounded_stream_counts_reads_and_seeks() -> None:
+    def bounded(limit: int) -> BoundedStream:
+        return BoundedStream(io.BytesIO(bytes(range(100))), ExpansionLimit(limit, "test"))
+
+    with bounded(100) as stream:
+        assert stream.read(10) == bytes(range(10))
+        assert stream.seek(-10, io.SEEK_END) == 90  # reads to the end through the count
+        assert stream.read() == bytes(range(90, 100))
+        assert stream.seek(5) == 5 and stream.read(2) == b"\x05\x06"
+    for move in (lambda s: s.read(), lambda s: s.read(1000), lambda s: s.seek(0, io.SEEK_END), lambda s: s.seek(100)):
+        with bounded(99) as stream, pytest.raises(BatchRejected) as caught:
+            move(stream)
+        assert caught.value.code == "131"
+        assert stream.tell() == 100  # one byte past the limit, never more
 
 
 # --- key:value ------------------------------------------------------------

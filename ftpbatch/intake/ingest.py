@@ -152,7 +152,9 @@ class Ingest:
                 )
 
         credentials = FileCredentials(product.name, lambda password: verify_password(product.password_hash, password))
-        parsed = open_batch(path, batch.file_name, credentials, chunk_rows=self.chunk_rows)
+        parsed = open_batch(
+            path, batch.file_name, credentials, chunk_rows=self.chunk_rows, max_bytes=product.max_file_bytes
+        )
         # a key:value file's callback: line applies from the first message on
         self.ledger.set_callback_level(batch.seq, parsed.callback_level)
         rules = BatchRules(product_rules(product), dt.datetime.now(dt.timezone.utc))

@@ -50,7 +50,12 @@ class ParsedFile:
 
 
 def open_batch(
-    path: Path, original_name: str, credentials: FileCredentials, *, chunk_rows: int = 250_000
+    path: Path,
+    original_name: str,
+    credentials: FileCredentials,
+    *,
+    chunk_rows: int = 250_000,
+    max_bytes: int | None = None,
 ) -> ParsedFile:
     """Detect the format of ``path`` and return its rows as an iterator of chunks.
 
@@ -62,15 +67,21 @@ def open_batch(
     templates substituted, ``from``, ``climsgid``, ``scheduled_time``,
     ``deliv_time``, ``validity`` as written, and ``error_code``/``error_text``
     for row problems the parser already knows (116 for bad ``unicode:1`` hex).
+
+    ``max_bytes`` (the product's ``max_file_bytes``) bounds what a ``.gz``,
+    ``.zip`` or ``.xlsx`` may expand to; past it, or past the default cap or
+    the compression-ratio guard (see ``decode.ExpansionLimit``), the file is
+    refused with 131, up front when the archive declares it, else while read.
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     path = Path(path)
-    source, head = open_source(path)
+    source, head = open_source(path, max_bytes)
     reject_binary_office(head, original_name)
     if is_workbook(head):
         # openpyxl needs to seek; a compressed member is seekable, if slowly.
-        return ParsedFile("xlsx", "utf-8", None, read_xlsx(source.open, original_name, chunk_rows))
+        chunks = read_xlsx(source.open, original_name, chunk_rows, source.expansion_limit())
+        return ParsedFile("xlsx", "utf-8", None, chunks)
     encoding = detect_encoding(source, head)
     head_text = decode_head(head, encoding)
     if is_key_value(head_text):

@@ -7,6 +7,10 @@ whose first non-ASCII character ("José") sits on row 200,000 must still be
 read as Windows-1252, not rejected half way through. The scan costs a few
 tens of milliseconds per 100 MB because pure-ASCII blocks are skipped with
 ``bytes.isascii`` and the rest is decoded by the C codec.
+
+Decompressed streams are bounded (``ExpansionLimit``): a few kilobytes of
+gzip can inflate to gigabytes, so every byte a decompressor yields is
+counted and the batch is refused with 131 once past the limit.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import os
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -33,6 +38,20 @@ OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 BLOCK_BYTES = 4 << 20
 HEAD_BYTES = 64 << 10
 
+#: The most a batch may expand to when the product sets no ``max_file_bytes``.
+#: 2 GB is over ten million messages, far more than a sender puts in one file,
+#: while a decompression bomb past it would fill the spool disk and keep the
+#: parser busy for minutes.
+DEFAULT_MAX_EXPANDED_BYTES = 2_000_000_000
+#: Batch files compress some 5-30 times (one text to 100,000 sequential
+#: numbers: 28; an .xlsx's parts: 15); deflate tops out at 1032, which is what
+#: bombs use. Past ``RATIO_FLOOR_BYTES``, a file that expands more than
+#: ``MAX_EXPANSION_RATIO`` times is refused, so a 50 KB bomb is stopped after
+#: 100 MB of inflating rather than after 2 GB, while small files that merely
+#: compress well (a 5 MB list of one repeated text) are not.
+MAX_EXPANSION_RATIO = 200
+RATIO_FLOOR_BYTES = 100_000_000
+
 # Bytes Windows-1252 leaves undefined; NUL is never text outside UTF-16.
 _CP1252_UNDEFINED = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
 
@@ -50,28 +69,146 @@ _ZIP_JUNK_NAMES = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 @dataclass(frozen=True)
+class ExpansionLimit:
+    """How many decompressed bytes one batch file may yield, and why that many."""
+
+    max_bytes: int
+    reason: str  # completes "the file is larger than N bytes when decompressed, ..."
+
+    @classmethod
+    def for_file(cls, compressed_bytes: int, product_max: int | None) -> ExpansionLimit:
+        """The product's ``max_file_bytes`` (else the default cap), tightened by the ratio guard."""
+        if product_max:
+            limit = cls(product_max, "the limit set for this product")
+        else:
+            limit = cls(DEFAULT_MAX_EXPANDED_BYTES, "the most one batch file may hold")
+        by_ratio = max(RATIO_FLOOR_BYTES, MAX_EXPANSION_RATIO * compressed_bytes)
+        if by_ratio < limit.max_bytes:
+            return cls(by_ratio, f"over {MAX_EXPANSION_RATIO} times its compressed size (the mark of a decompression bomb)")
+        return limit
+
+    def rejection(self) -> BatchRejected:
+        return BatchRejected(
+            f"the file is larger than {self.max_bytes:,} bytes when decompressed, {self.reason}: "
+            "split the batch into smaller files and upload them one by one",
+            code=codes.E_FILE_TOO_LARGE,
+        )
+
+    def check_declared(self, declared_bytes: int) -> None:
+        """Refuse up front what an archive's headers say it expands to.
+
+        Headers are the sender's to write, so for a .zip member this only
+        saves inflating an honest bomb: the count while reading
+        (``BoundedStream``) still applies. For workbook parts it is the bound
+        itself (see ``xlsx_reader._check_declared_sizes``).
+        """
+        if declared_bytes > self.max_bytes:
+            raise self.rejection()
+
+
+class BoundedStream(io.BufferedIOBase):
+    """A decompressed stream that refuses (131) to yield more than ``limit.max_bytes``.
+
+    The decompressor is never asked for more than one byte past the limit,
+    so a bomb is refused after inflating at most the limit. Seeking works
+    (openpyxl needs it for a workbook inside a .zip or .gz); a seek forward
+    or from the end reads through the count instead of letting the
+    decompressor inflate unchecked.
+    """
+
+    def __init__(self, raw: BinaryIO, limit: ExpansionLimit) -> None:
+        super().__init__()
+        self._raw = raw
+        self._limit = limit
+        self._pos = 0
+        self._size: int | None = None  # known once the end has been read
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(BLOCK_BYTES), b""))
+        if size == 0:
+            return b""
+        data = self._raw.read(min(size, self._limit.max_bytes - self._pos + 1))
+        if not data:
+            self._size = self._pos
+        self._pos += len(data)
+        if self._pos > self._limit.max_bytes:
+            raise self._limit.rejection()
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(BLOCK_BYTES if size < 0 else size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            while self._size is None and self.read(BLOCK_BYTES):
+                pass
+            assert self._size is not None
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if target < 0:
+            raise OSError(f"negative seek position {target}")
+        if target <= self._pos:
+            # Backwards, so within what has been counted already.
+            self._pos = self._raw.seek(target)
+            return self._pos
+        while self._pos < target and self.read(min(target - self._pos, BLOCK_BYTES)):
+            pass
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+@dataclass(frozen=True)
 class Source:
     """Where the batch bytes come from, after unwrapping ``.gz`` or ``.zip``.
 
     ``open()`` returns a fresh binary stream of the uncompressed bytes each
     time it is called (readers may need two passes); the caller closes it.
-    This is the one place a later size guard can wrap the stream.
+    A decompressed stream is a ``BoundedStream``: it refuses (131) to yield
+    more than ``limit`` (by default the cap for a product without
+    ``max_file_bytes``). A plain file needs no bound: its size on disk was
+    checked at intake.
     """
 
     path: Path
     container: str  # "plain" | "gzip" | "zip"
     member: str | None = None
+    limit: ExpansionLimit | None = None
 
     def open(self) -> BinaryIO:
+        if self.container == "plain":
+            return open(self.path, "rb")
         if self.container == "gzip":
-            return gzip.open(self.path, "rb")  # type: ignore[return-value]
-        if self.container == "zip":
-            assert self.member is not None
+            raw: BinaryIO = gzip.open(self.path, "rb")  # type: ignore[assignment]  # noqa: SIM115
+        else:
+            assert self.container == "zip" and self.member is not None
             # The member stream keeps the archive file open after the
             # ZipFile itself is closed (zipfile reference-counts the handle).
             with zipfile.ZipFile(self.path) as archive:
-                return archive.open(self.member)  # type: ignore[return-value]
-        return open(self.path, "rb")
+                raw = archive.open(self.member)  # type: ignore[assignment]
+        return BoundedStream(raw, self.expansion_limit())  # type: ignore[return-value]
+
+    def expansion_limit(self) -> ExpansionLimit:
+        """How far this source may expand (the default cap if none was given)."""
+        return self.limit or ExpansionLimit.for_file(self.path.stat().st_size, None)
 
     @property
     def where(self) -> str:
@@ -79,24 +216,31 @@ class Source:
         return "of the uncompressed data" if self.container != "plain" else "of the file"
 
 
-def open_source(path: Path) -> tuple[Source, bytes]:
+def open_source(path: Path, max_bytes: int | None = None) -> tuple[Source, bytes]:
     """Detect ``.gz``/``.zip`` by their magic bytes; return the source and its first bytes.
 
     The head returned is that of the *uncompressed* stream (at most
     ``HEAD_BYTES``). A ``.zip`` that is in fact an Excel workbook is returned
-    as a plain source: the xlsx reader opens it itself.
+    as a plain source: the xlsx reader opens it itself. ``max_bytes`` (the
+    product's ``max_file_bytes``) bounds the decompressed size, see
+    ``ExpansionLimit``; a zip member declaring more is refused before any of
+    it is inflated.
     """
     with open(path, "rb") as raw:
         magic = raw.read(8)
+        limit = ExpansionLimit.for_file(os.fstat(raw.fileno()).st_size, max_bytes)
     if magic.startswith(GZIP_MAGIC):
-        source = Source(path, "gzip")
+        source = Source(path, "gzip", limit=limit)
     elif magic.startswith(ZIP_EMPTY_MAGIC):
         raise BatchRejected("the zip archive is empty: put the batch file inside it", code=codes.E_MALFORMED)
     elif magic.startswith(ZIP_MAGIC) and not is_workbook_zip(path):
-        source = Source(path, "zip", _only_member(path))
+        source = Source(path, "zip", _only_member(path, limit), limit)
     else:
-        source = Source(path, "plain")
-    return source, read_head(source)
+        source = Source(path, "plain", limit=limit)
+    head = read_head(source)
+    if source.container != "plain":
+        _reject_nested(source, head)
+    return source, head
 
 
 def read_head(source: Source, size: int = HEAD_BYTES) -> bytes:
@@ -106,17 +250,42 @@ def read_head(source: Source, size: int = HEAD_BYTES) -> bytes:
             return _read_exactly(stream, size)
 
 
-def is_workbook_zip(path: Path) -> bool:
+def is_workbook_zip(file: Path | BinaryIO) -> bool:
     """True for an xlsx (or other OOXML) package rather than a zip of one batch file."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(file) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
     return "[Content_Types].xml" in names
 
 
-def _only_member(path: Path) -> str:
+def _reject_nested(source: Source, head: bytes) -> None:
+    """An archive inside the archive: say so, rather than "not text" or "not a workbook".
+
+    A workbook inside a .zip or .gz is fine (it is a zip package itself).
+    """
+    if head.startswith(GZIP_MAGIC):
+        inner = "gz"
+    elif head.startswith((ZIP_MAGIC, ZIP_EMPTY_MAGIC)):
+        with _mapped_errors(source), source.open() as stream:
+            if is_workbook_zip(stream):
+                return
+        inner = "zip"
+    else:
+        return
+    if source.container == "zip":
+        holds, outer = f"the zip archive holds {source.member!r}, which is itself a .{inner} file", "zip"
+    else:
+        holds, outer = f"the gzip data holds a .{inner} file", "gz"
+    raise BatchRejected(
+        f"{holds}, not a batch file or an Excel workbook; a .{inner} inside a .{outer} is not supported: "
+        "send the inner file",
+        code=codes.E_MALFORMED,
+    )
+
+
+def _only_member(path: Path, limit: ExpansionLimit) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
@@ -149,6 +318,7 @@ def _only_member(path: Path) -> str:
         raise BatchRejected(
             "the zip archive is password-protected: upload it without a password", code=codes.E_MALFORMED
         )
+    limit.check_declared(members[0].file_size)
     return members[0].filename
 
 

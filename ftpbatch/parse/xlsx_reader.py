@@ -19,6 +19,7 @@ from openpyxl.utils.exceptions import InvalidFileException
 from .. import codes
 from ..errors import BatchRejected
 from .columns import STRING, ColumnMap, looks_like_phone, tabular_chunk
+from .decode import ExpansionLimit
 
 # What a damaged package or sheet makes openpyxl raise.
 _BROKEN = (
@@ -79,26 +80,30 @@ def _row_cells(row: tuple[Any, ...]) -> list[str]:
     return cells
 
 
-def read_xlsx(open_stream: Callable[[], BinaryIO], original_name: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def read_xlsx(
+    open_stream: Callable[[], BinaryIO], original_name: str, chunk_rows: int, limit: ExpansionLimit
+) -> Iterator[pd.DataFrame]:
     """Open the first sheet now, read its rows later.
 
     The workbook is opened and its header checked before this returns, so an
-    unreadable, empty or header-only sheet raises ``BatchRejected`` here. The
-    returned generator owns the open workbook: closing it (or dropping it)
-    releases the file even if no chunk was ever asked for.
+    unreadable, empty or header-only sheet raises ``BatchRejected`` here, and
+    so does (131) a package whose parts declare more than ``limit`` bytes in
+    all. The returned generator owns the open workbook: closing it (or
+    dropping it) releases the file even if no chunk was ever asked for.
     """
-    chunks = _sheet_chunks(open_stream, original_name, chunk_rows)
+    chunks = _sheet_chunks(open_stream, original_name, chunk_rows, limit)
     next(chunks)  # run up to the header check
     return chunks  # type: ignore[return-value]  # the None sentinel is consumed
 
 
 def _sheet_chunks(
-    open_stream: Callable[[], BinaryIO], original_name: str, chunk_rows: int
+    open_stream: Callable[[], BinaryIO], original_name: str, chunk_rows: int, limit: ExpansionLimit
 ) -> Generator[pd.DataFrame | None, None, None]:
     stream = open_stream()
     book = None
     try:
         try:
+            _check_declared_sizes(stream, limit)
             with _quiet():
                 book = load_workbook(stream, read_only=True, data_only=True)
                 sheet = book.worksheets[0]
@@ -132,6 +137,20 @@ def _sheet_chunks(
         if book is not None:
             book.close()
         stream.close()  # openpyxl does not close a stream it was handed
+
+
+def _check_declared_sizes(stream: BinaryIO, limit: ExpansionLimit) -> None:
+    """Refuse (131) a package whose parts declare more than ``limit`` bytes in all.
+
+    openpyxl opens the parts itself, so they cannot be counted while read;
+    the declared sizes are a true bound all the same: ``zipfile`` never
+    yields more than a part's declared size (a part that would inflate
+    further is cut there and fails its CRC check, so the workbook is refused
+    as damaged). ``test_parse_errors`` holds zipfile to that.
+    """
+    with zipfile.ZipFile(stream) as package:
+        limit.check_declared(sum(info.file_size for info in package.infolist()))
+    stream.seek(0)
 
 
 def _header(rows: Iterator[tuple[Any, ...]]) -> tuple[ColumnMap, Iterator[tuple[Any, ...]]]:

@@ -185,6 +185,11 @@ def test_repeated_failures_ban_the_address_until_the_ban_time_is_over(site, caps
     bans = json.loads(capsys.readouterr().out)
     assert [b["address"] for b in bans] == ["127.0.0.3"]
     assert bans[0]["failures"] == BAN_FAILURES and "failed logins" in bans[0]["reason"]
+    main(["--root", str(server.root), "status", "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert [b["address"] for b in status["bans"]] == ["127.0.0.3"]
+    main(["--root", str(server.root), "status"])
+    assert "127.0.0.3 until" in capsys.readouterr().out
 
     client = _wait_until_welcome(server, "127.0.0.3", timeout=BAN_SECONDS + 3)
     assert time.monotonic() - started >= BAN_SECONDS - 0.5  # not lifted early

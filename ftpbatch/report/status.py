@@ -53,6 +53,10 @@ def ledger_status(ledger: Ledger) -> dict[str, Any]:
             "delivered": backlog.delivered,
             "given_up": backlog.given_up,
         },
+        "bans": [
+            {"address": b.address, "until": b.banned_until, "failures": b.failures}
+            for b in ledger.active_bans(time.time())
+        ],
     }
 
 
@@ -257,4 +261,8 @@ def render_status(document: dict[str, Any]) -> str:
         f"callbacks: {cb.get('pending', 0):,} pending ({cb.get('due', 0):,} due now), "
         f"{cb.get('delivered', 0):,} delivered, {cb.get('given_up', 0):,} given up"
     )
+    bans = document.get("bans") or []
+    lines.append(f"banned addresses: {len(bans)}" + "".join(
+        f"\n  {b['address']} until {_when(b['until'])} ({b['failures']} failed logins)" for b in bans
+    ))
     return "\n".join(lines) + "\n"

@@ -141,11 +141,13 @@ class MessageStore:
             rows = tx.execute(
                 "UPDATE messages SET lease_owner = ?, lease_until = ?, attempt = attempt + 1, "
                 "possible_duplicate = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE possible_duplicate END "
-                "WHERE id IN (SELECT id FROM messages WHERE product = ? AND status IN (?, ?) "
+                # The statuses are literals, not parameters: only then can SQLite see that the
+                # partial index messages_queue applies (bound, it scans and sorts the whole table).
+                "WHERE id IN (SELECT id FROM messages WHERE product = ? AND status IN ('002', '011') "
                 "AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) "
                 "ORDER BY not_before, id LIMIT ?) "
                 "RETURNING id, attempt, destination, sender, text, encoding, parts, validity_minutes, climsgid",
-                (owner, now + lease_seconds, product, *_PENDING, now, now, limit),
+                (owner, now + lease_seconds, product, now, now, limit),
             ).fetchall()
         rows.sort(key=lambda r: r[0])
         return [

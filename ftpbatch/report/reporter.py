@@ -5,6 +5,13 @@ the files of batches whose reported version lags, at most once per
 ``interval`` for small batches and less often for big ones (rewriting a
 million-row CSV takes seconds), and moves a batch to ``complete`` once no
 message has an outcome still to come.
+
+A batch that is dispatching changes hundreds of times a second. Its files
+are rewritten at most every ``cost / _REWRITE_SHARE`` seconds (the measured
+cost of its last rewrite), so the reporter never takes more than a small share
+of the machine from the dispatch it reports on; in between, only its counts
+are taken (as rarely, relative to their cost), to notice completion without
+waiting for the next rewrite.
 """
 
 from __future__ import annotations
@@ -15,16 +22,20 @@ import time
 
 from .. import logs
 from ..ledger import Ledger
-from ..models import Batch
+from ..models import COMPLETE, DISPATCHING, Batch
 from ..storage import LocalStorage
 from .files import Counts, ReportWriter, next_state
 from .usage import MonthlyUsageFiles
 
 log = logging.getLogger(__name__)
 
-# Rows a second that a report rewrite costs, roughly: spaces out rewrites of
-# big batches so the reporter never spends most of its time rewriting.
-_REWRITE_ROWS_PER_SECOND = 100_000
+# The share of the time one batch's report rewrites (and, separately, its
+# counts) may take while it changes: a rewrite that took 0.3 s waits 3 s.
+_REWRITE_SHARE = 0.1
+# Rounds are at least this far apart: the dispatcher wakes the reporter on
+# every ledger write, hundreds of times a second, and one look a few dozen
+# times a second sees the same.
+_MIN_ROUND_GAP = 0.02
 
 
 class Reporter:
@@ -36,7 +47,9 @@ class Reporter:
         self.interval = interval
         #: Each product's reports/usage-YYYY-MM.csv, refreshed from this thread.
         self.usage = usage
-        self._last_written: dict[int, float] = {}
+        # per batch seq: (when, seconds it took) of the last rewrite and of the last count
+        self._last_written: dict[int, tuple[float, float]] = {}
+        self._last_counted: dict[int, tuple[float, float]] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,6 +82,8 @@ class Reporter:
                     log.exception("usage report refresh failed; retrying")
             if stopping:
                 return
+            if self._stopping.wait(_MIN_ROUND_GAP):
+                continue
             self._wake.wait(self.interval)
             self._wake.clear()
 
@@ -78,14 +93,22 @@ class Reporter:
         now = time.monotonic()
         for seq, version in self.ledger.unreported_batches():
             batch = self.ledger.get_batch_by_seq(seq)
-            if throttle and not self._due(batch, now):
-                continue
-            self.report(batch, version)
+            counts = None
+            if throttle and not self._due(self._last_written, seq, now):
+                # Not yet time to rewrite; but a batch that is complete is reported at once.
+                if batch.state != DISPATCHING or not self._due(self._last_counted, seq, now):
+                    continue
+                counts = self._count(seq)
+                if next_state(batch, counts) is None:
+                    continue
+            self.report(batch, version, counts)
             written += 1
         return written
 
-    def report(self, batch: Batch, version: int) -> None:
-        counts = Counts.tally(self.ledger.status_counts(batch.seq))
+    def report(self, batch: Batch, version: int, counts: Counts | None = None) -> None:
+        started = time.monotonic()
+        if counts is None:
+            counts = self._count(batch.seq)
         state = next_state(batch, counts)
         if state is not None and self.ledger.complete_batch(batch.seq):
             logs.batch_event(
@@ -99,11 +122,20 @@ class Reporter:
             version += 1  # complete_batch bumped it; these files show it
         self.writer.write(batch, counts)
         self.ledger.mark_reported(batch.seq, version)
-        self._last_written[batch.seq] = time.monotonic()
+        done = time.monotonic()
+        self._last_written[batch.seq] = (done, done - started)
+        if batch.state == COMPLETE:
+            self._last_counted.pop(batch.seq, None)
 
-    def _due(self, batch: Batch, now: float) -> bool:
-        last = self._last_written.get(batch.seq)
-        if last is None:
+    def _count(self, seq: int) -> Counts:
+        started = time.monotonic()
+        counts = Counts.tally(self.ledger.status_counts(seq))
+        done = time.monotonic()
+        self._last_counted[seq] = (done, done - started)
+        return counts
+
+    def _due(self, last: dict[int, tuple[float, float]], seq: int, now: float) -> bool:
+        if seq not in last:
             return True
-        spacing = max(self.interval, batch.rows / _REWRITE_ROWS_PER_SECOND)
-        return now - last >= spacing
+        at, cost = last[seq]
+        return now - at >= max(self.interval, cost / _REWRITE_SHARE)

@@ -174,9 +174,10 @@ class MessageStore:
         """
         with self.db.transaction() as tx:
             cur = tx.execute(
-                "UPDATE messages SET lease_until = 0 WHERE lease_owner = ? AND status IN (?, ?) "
+                # literal statuses: the partial queue index applies (see lease)
+                "UPDATE messages SET lease_until = 0 WHERE lease_owner = ? AND status IN ('002', '011') "
                 "AND lease_until IS NOT NULL",
-                (owner, *_PENDING),
+                (owner,),
             )
         return cur.rowcount
 

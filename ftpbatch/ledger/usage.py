@@ -121,14 +121,16 @@ class UsageStore:
     def queue_depth(self) -> dict[str, int]:
         """Messages waiting to be sent (queued, scheduled) and waiting for a receipt; index-only reads."""
         conn = self.db.connection()
+        # Statuses written as literals, not bound: only then can SQLite match
+        # the partial indexes (messages_queue, messages_awaiting_receipt) and
+        # count from them instead of scanning every message ever sent.
         pending = dict(
             conn.execute(
-                "SELECT status, COUNT(*) FROM messages WHERE status IN (?, ?) GROUP BY status",
-                (codes.QUEUED, codes.SCHEDULED),
+                "SELECT status, COUNT(*) FROM messages WHERE status IN ('002', '011') GROUP BY status"
             ).fetchall()
         )
         awaiting = conn.execute(
-            "SELECT COUNT(*) FROM messages WHERE status = ? AND receipt_timed_out = 0", (codes.SUBMITTED,)
+            "SELECT COUNT(*) FROM messages WHERE status = '003' AND receipt_timed_out = 0"
         ).fetchone()[0]
         return {
             "queued": int(pending.get(codes.QUEUED, 0)),

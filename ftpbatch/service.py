@@ -9,8 +9,6 @@ from the ledger and the spool at the next start.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,6 @@ from .config import Settings
 from .dispatch.connectors import make_connector
 from .dispatch.dispatcher import Dispatcher
 from .ftp.server import GatewayFTPServer
-from .ids import new_batch_id
 from .intake.ingest import Ingest
 from .intake.watcher import Intake
 from .ledger import Ledger
@@ -152,13 +149,7 @@ class Gateway:
     def submit_file(self, source: Path, product: str) -> Batch:
         """Copy an operator's file into the spool as a new batch (the original stays put)."""
         self.storage.ensure_home(product)
-        batch_id = new_batch_id()
-        folder = self.storage.spool / product
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{batch_id}--{source.name}"
-        hidden = folder / f".{batch_id}.copying"
-        shutil.copyfile(source, hidden)
-        os.replace(hidden, target)  # only whole copies ever appear in the spool
+        batch_id, target = self.storage.spool_copy(source, product)
         batch = self.ledger.record_claim(batch_id, product, source.name, str(target), "cli", time.time())
         self.ingest.submit(batch)
         return batch

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -105,6 +106,17 @@ class LocalStorage:
             os.rename(path, target)
         except FileNotFoundError:
             return None
+        return batch_id, target
+
+    def spool_copy(self, source: Path, product: str) -> tuple[str, Path]:
+        """Copy an operator's file into the spool as a new claim; the original stays put."""
+        batch_id = new_batch_id()
+        folder = self.spool / product
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{batch_id}{_SEPARATOR}{source.name}"
+        hidden = folder / f".{batch_id}.copying"
+        shutil.copyfile(source, hidden)
+        os.replace(hidden, target)  # only whole copies ever appear under a spool name
         return batch_id, target
 
     def spooled_files(self) -> Iterator[tuple[str, str, str, Path]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ftplib
-import io
 import shutil
 import socket
 import subprocess

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import collections
-import ftplib
 import io
-import time
 from pathlib import Path
 
-import pytest
 
 from .helpers import ServerProcess, add_product, read_report, wait_for_summary
 

@@ -73,12 +73,44 @@ def curl_upload(port: int, path: Path, name: str) -> float:
     return path.stat().st_size / seconds / 1e6
 
 
-def login_storm(port: int, clients: int, transfer_size: int) -> dict[str, float]:
-    alone = ftplib_upload(port, transfer_size, "alone")
-    speed: dict[str, float] = {}
+class _Stream:
+    """An endless upload body that counts what it handed over, until told to stop."""
 
-    def background() -> None:
-        speed["during"] = ftplib_upload(port, transfer_size, "during")
+    def __init__(self) -> None:
+        self.chunk = os.urandom(BLOCK)
+        self.sent = 0
+        self.stop = threading.Event()
+
+    def read(self, n: int = BLOCK) -> bytes:
+        if self.stop.is_set():
+            return b""
+        self.sent += BLOCK
+        return self.chunk
+
+
+def _rate(stream: _Stream, seconds: float) -> float:
+    before, started = stream.sent, time.perf_counter()
+    time.sleep(seconds)
+    return (stream.sent - before) / (time.perf_counter() - started)
+
+
+def login_storm(port: int, clients: int) -> dict[str, float]:
+    """``clients`` logins at once while one upload runs: time until all are in, and the upload's speed meanwhile.
+
+    The upload streams for as long as the measurement lasts, so its speed
+    during the storm is compared with its speed just before, on the same
+    connection.
+    """
+    stream = _Stream()
+    uploader = ftplib.FTP()
+    uploader.connect("127.0.0.1", port)
+    uploader.login(USER, PASSWORD)
+    transfer = threading.Thread(
+        target=lambda: uploader.storbinary("STOR /inbox/storm.part", stream, blocksize=BLOCK), daemon=True
+    )
+    transfer.start()
+    time.sleep(0.3)  # let it reach full speed
+    alone = _rate(stream, 0.5)
 
     def login(_: int) -> ftplib.FTP:
         client = ftplib.FTP(timeout=60)
@@ -86,27 +118,28 @@ def login_storm(port: int, clients: int, transfer_size: int) -> dict[str, float]
         client.login(USER, PASSWORD)
         return client
 
-    transfer = threading.Thread(target=background)
-    transfer.start()
-    time.sleep(0.05)
-    started = time.perf_counter()
+    before, started = stream.sent, time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
         sessions = list(pool.map(login, range(clients)))
     all_in = time.perf_counter() - started
+    during = (stream.sent - before) / all_in
+    stream.stop.set()
     transfer.join()
+    uploader.delete("/inbox/storm.part")
+    uploader.quit()
     for client in sessions:
         try:
             client.quit()
         except (OSError, EOFError, ftplib.Error):
             pass
-    return {"logins_s": all_in, "transfer_kept": speed["during"] / alone}
+    return {"logins_s": all_in, "transfer_kept": during / alone}
 
 
 def measure(name: str, port: int, size: int, curl_file: Path, logins: int) -> dict[str, float | str]:
     result: dict[str, float | str] = {"server": name}
     result["ftplib_mb_s"] = max(ftplib_upload(port, size, f"ftplib{n}") for n in range(2))
     result["curl_mb_s"] = max(curl_upload(port, curl_file, f"curl{n}") for n in range(2))
-    result.update(login_storm(port, logins, min(size, 100 * BLOCK)))
+    result.update(login_storm(port, logins))
     return result
 
 

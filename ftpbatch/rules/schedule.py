@@ -165,11 +165,7 @@ def resolve(
 
     only_d = has_d & ~has_s
     if only_d.any():
-        values = take_mask(deliv, only_d)
-        ok = to_bool(pc.match_substring_regex(values, _MINUTES))
-        minutes = np.zeros(len(values), dtype=np.int64)
-        if ok.any():
-            minutes[ok] = to_int(pc.cast(take_mask(values, ok), pa.int64()))
+        ok, minutes = _whole_minutes(take_mask(deliv, only_d))
         too_far = ok & (minutes > HORIZON // dt.timedelta(minutes=1))
         r = np.where(ok, np.where(too_far, DELAY_TOO_FAR, OK), BAD_DELAY).astype(np.int8)
         w = np.where(r == OK, now64 + minutes.astype("timedelta64[m]"), np.datetime64("NaT"))
@@ -182,11 +178,7 @@ def resolve(
     minutes_v = np.zeros(n, dtype=np.int64)
     v_ok = np.zeros(n, dtype=bool)
     if has_v.any():
-        values = take_mask(validity, has_v)
-        digits = to_bool(pc.match_substring_regex(values, _MINUTES))
-        vals = np.zeros(len(values), dtype=np.int64)
-        if digits.any():
-            vals[digits] = to_int(pc.cast(take_mask(values, digits), pa.int64()))
+        digits, vals = _whole_minutes(take_mask(validity, has_v))
         good = digits & (vals >= 1) & (vals <= MAX_VALIDITY_MINUTES)
         minutes_v[has_v], v_ok[has_v] = vals, good
     return Schedule(
@@ -199,3 +191,12 @@ def resolve(
         deliv=deliv,
         validity_raw=validity,
     )
+
+
+def _whole_minutes(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(is a whole number of minutes, that number or 0) for each value of a text column."""
+    ok = to_bool(pc.match_substring_regex(values, _MINUTES))
+    minutes = np.zeros(len(values), dtype=np.int64)
+    if ok.any():
+        minutes[ok] = to_int(pc.cast(take_mask(values, ok), pa.int64()))
+    return ok, minutes

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .bans import AddressBan, BanStore
 from .batches import BatchStore
+from .blocks import BlockCache
 from .db import Database
 from .messages import MessageStore
 from .migrations import migrate
@@ -25,6 +26,7 @@ class Ledger(ProductStore, BatchStore, MessageStore, BanStore, OutboxStore, Usag
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Database(path)
         self.receipt_timeout = receipt_timeout
+        self.block_cache = BlockCache()
         migrate(self.db)
 
     def bump_counter(self, name: str, by: int = 1) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .. import codes, logs
 from ..errors import LedgerError
@@ -28,6 +28,8 @@ def _batch(row: sqlite3.Row) -> Batch:
 
 class BatchStore:
     db: Database
+    # from MessageStore: write a batch's untaken block messages as rows with a final status
+    _drain_blocks: Callable[[sqlite3.Connection, int, str, str | None, float], int]
 
     # --- intake ---------------------------------------------------------
     def record_claim(
@@ -119,6 +121,7 @@ class BatchStore:
                 (REJECTED, code, text, duplicate_of, now, now, seq, RECEIVED, PROCESSING),
             ).fetchall()
             # a batch refused half-way must not send what was already recorded
+            self._drain_blocks(tx, seq, codes.CANCELLED, None, now)
             tx.execute(
                 "UPDATE messages SET status = ?, updated_at = ? WHERE batch_seq = ? AND status IN (?, ?)",
                 (codes.CANCELLED, now, seq, codes.QUEUED, codes.SCHEDULED),

@@ -1,5 +1,8 @@
 """Messages: the dispatch state machine (DESIGN.md §12).
 
+    in a block (queued, due now: see ledger/blocks.py)
+        -- lease -->  a messages row, in flight (attempt 1)
+        -- cancel / batch refused -->  a messages row, cancelled (006)
     queued (002) / scheduled (011)
         -- lease (owner, lease_until, attempt + 1) -->  in flight
         -- submit answer, same attempt -->  submitted (003) | error (005/009/...)
@@ -28,12 +31,25 @@ import pandas as pd
 from .. import codes
 from ..dispatch.connector import OutboundMessage, Receipt, SubmitResult
 from ..errors import LedgerError
+from .blocks import BlockCache, BlockRows, pack, unpack
 from .db import Database
-from .outbox import queue_callbacks_for_batch, queue_callbacks_for_messages, queue_callbacks_for_upstream
+from .outbox import (
+    queue_callbacks_for_batch,
+    queue_callbacks_for_messages,
+    queue_callbacks_for_upstream,
+)
 
 # SQLite's default limit of host parameters per statement is 32766; stay well below.
 _IN_CHUNK = 500
 _PENDING = (codes.QUEUED, codes.SCHEDULED)
+# Rows per multi-row INSERT when block messages become rows (14 parameters each).
+_VALUES_ROWS = 500
+_ROW_MARKS = ", ".join("?" * 14)
+_CANCELLED_TEXT = "cancelled by operator"
+_REPORT_COLUMNS = (
+    "row_no, destination, climsgid, account, upstream_id, parts, status, error_code, error_text, "
+    "submitted_at, updated_at, possible_duplicate"
+)
 _OPEN = (codes.QUEUED, codes.SCHEDULED, codes.SUBMITTED)
 
 # Product names are checked at creation (models.check_product_name); this
@@ -79,6 +95,8 @@ class StatusTally:
 
 class MessageStore:
     db: Database
+    #: Decoded message blocks of this process (payloads never change).
+    block_cache: BlockCache
     #: Seconds after a submit when a missing receipt stops holding its batch open.
     receipt_timeout: float
     touch_batches: Callable[[sqlite3.Connection, Iterable[int], float], None]  # from BatchStore
@@ -88,16 +106,36 @@ class MessageStore:
         """Store one chunk of rule-checked rows (all of them, rejected ones too) in one transaction.
 
         This is the hot path of a big upload (a million rows must land in
-        seconds), so values the chunk shares are written into the statement
-        instead of being bound a million times, and columns that are empty
-        for the whole chunk are left to their default.
+        seconds): rows due now go into message blocks (ledger/blocks.py) and
+        become messages rows when leased; only rows with a state of their
+        own from the start (rejected, scheduled) are written one by one.
         """
-        n = len(frame)
-        if n == 0:
+        if len(frame) == 0:
             return
-        now = time.time()
         if not _SAFE_LITERAL.match(product):
             raise LedgerError(f"product name {product!r} cannot be stored")
+        now = time.time()
+        due_now = ((frame["status"] == codes.QUEUED) & frame["not_before"].isna()).to_numpy()
+        blocks = pack(frame[due_now]) if due_now.any() else []
+        individual = frame[~due_now]
+        with self.db.transaction() as tx:
+            if blocks:
+                tx.executemany(
+                    "INSERT INTO message_blocks (batch_seq, product, first_row, last_row, size, parts_left, created_at, payload) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(batch_seq, product, first, last, size, parts, now, payload) for first, last, size, parts, payload in blocks],
+                )
+            if len(individual):
+                self._insert_rows(tx, batch_seq, product, individual, now)
+                # rows born scheduled (011) or rejected (005) are status changes a callback may report
+                rows = individual["row"]
+                queue_callbacks_for_batch(tx, batch_seq, now, (int(rows.iloc[0]), int(rows.iloc[-1])))
+            self.touch_batches(tx, [batch_seq], now)
+
+    def _insert_rows(self, tx: sqlite3.Connection, batch_seq: int, product: str, frame: pd.DataFrame, now: float) -> None:
+        """One messages row per frame row. Values the rows share are written into the
+        statement instead of being bound per row, and columns empty for the whole
+        frame are left to their default."""
         constants = {"batch_seq": str(int(batch_seq)), "product": f"'{product}'", "updated_at": repr(float(now))}
         not_before = _epoch(frame["not_before"])
         per_row: dict[str, list[object]] = {
@@ -117,26 +155,104 @@ class MessageStore:
             per_row["validity_minutes"] = _values(frame["validity_minutes"].astype("Int64").astype(object))
         names = [*constants, *per_row]
         values = [*constants.values(), *("?" for _ in per_row)]
-        rows = per_row["row_no"]
-        with self.db.transaction() as tx:
-            tx.executemany(
-                f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join(values)})", zip(*per_row.values())
-            )
-            # rows born scheduled (011) or rejected (005) are status changes a callback may report
-            queue_callbacks_for_batch(tx, batch_seq, now, (int(rows[0]), int(rows[-1])))
-            self.touch_batches(tx, [batch_seq], now)
+        tx.executemany(
+            f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join(values)})", zip(*per_row.values())
+        )
 
     def max_row(self, batch_seq: int) -> int:
-        row = self.db.connection().execute("SELECT MAX(row_no) FROM messages WHERE batch_seq = ?", (batch_seq,)).fetchone()
+        """The highest row of a batch stored so far (0: none)."""
+        row = self.db.connection().execute(
+            # COALESCE: a multi-argument MAX is NULL as soon as one argument is
+            "SELECT MAX((SELECT COALESCE(MAX(row_no), 0) FROM messages WHERE batch_seq = ?), "
+            "(SELECT COALESCE(MAX(last_row), 0) FROM message_blocks WHERE batch_seq = ?))",
+            (batch_seq, batch_seq),
+        ).fetchone()
         return int(row[0] or 0)
+
+    # --- blocks -----------------------------------------------------------
+    def _block(self, conn: sqlite3.Connection, block_id: int) -> BlockRows:
+        rows = self.block_cache.get(block_id)
+        if rows is None:
+            (payload,) = conn.execute("SELECT payload FROM message_blocks WHERE id = ?", (block_id,)).fetchone()
+            rows = unpack(payload)
+            self.block_cache.put(block_id, rows)
+        return rows
+
+    def _take_from_block(
+        self,
+        tx: sqlite3.Connection,
+        block: sqlite3.Row,
+        count: int,
+        now: float,
+        *,
+        status: str = codes.QUEUED,
+        error_text: str | None = None,
+        lease: tuple[str, float] | None = None,
+    ) -> list[tuple[int, int, BlockRows]]:
+        """Make the block's next ``count`` messages rows; returns (message id, index in block, block) each.
+
+        Leased rows start at attempt 1 with the lease set; others (cancelled)
+        are written with their final status.
+        """
+        rows = self._block(tx, block["id"])
+        start = int(block["taken"])
+        stop = min(start + count, int(block["size"]))
+        owner, until = lease if lease else (None, None)
+        attempt = 1 if lease else 0
+        made: list[tuple[int, int, BlockRows]] = []
+        for first in range(start, stop, _VALUES_ROWS):
+            indexes = range(first, min(first + _VALUES_ROWS, stop))
+            params: list[object] = []
+            for i in indexes:
+                params += (
+                    rows.row_no[i], block["product"], rows.destination[i], rows.text[i], rows.sender[i],
+                    rows.climsgid[i], rows.encoding[i], rows.parts[i], rows.validity_minutes[i],
+                    status, error_text, now, owner, until,
+                )
+            # one multi-row INSERT per slice: RETURNING gives the new ids, matched back by row_no
+            values = ", ".join(f"({int(block['batch_seq'])}, {_ROW_MARKS}, {attempt})" for _ in indexes)
+            index_of = {rows.row_no[i]: i for i in indexes}
+            for message_id, row_no in tx.execute(
+                "INSERT INTO messages (batch_seq, row_no, product, destination, text, sender, climsgid, encoding, "
+                "parts, validity_minutes, status, error_text, updated_at, lease_owner, lease_until, attempt) "
+                f"VALUES {values} RETURNING id, row_no",
+                params,
+            ):
+                made.append((message_id, index_of[row_no], rows))
+        taken_parts = sum(rows.parts[start:stop])
+        moved = tx.execute(
+            "UPDATE message_blocks SET taken = ?, parts_left = parts_left - ? WHERE id = ? AND taken = ?",
+            (stop, taken_parts, block["id"], start),
+        ).rowcount
+        if moved != 1:  # another writer moved the cursor since it was read: undo the whole transaction
+            raise LedgerError(f"message block {block['id']} changed while its messages were taken")
+        if stop >= len(rows):
+            self.block_cache.forget(block["id"])
+        made.sort(key=lambda m: m[0])
+        return made
+
+    def _drain_blocks(self, tx: sqlite3.Connection, batch_seq: int, status: str, error_text: str | None, now: float) -> int:
+        """Write every untaken message of a batch's blocks as a row with ``status`` (a batch cancelled or refused)."""
+        blocks = tx.execute(
+            "SELECT id, batch_seq, product, taken, size FROM message_blocks WHERE batch_seq = ? AND taken < size",
+            (batch_seq,),
+        ).fetchall()
+        return sum(
+            len(self._take_from_block(tx, block, block["size"], now, status=status, error_text=error_text))
+            for block in blocks
+        )
 
     # --- dispatch -------------------------------------------------------
     def lease(self, owner: str, product: str, limit: int, now: float, lease_seconds: float) -> list[OutboundMessage]:
-        """Take up to ``limit`` due messages of ``product``, oldest first.
+        """Take up to ``limit`` due messages of ``product``.
 
-        A message whose previous lease expired (its sender crashed or hung)
-        may already have reached the SMSC: it is flagged possible duplicate.
+        Messages that already are rows come first (retries, expired leases,
+        scheduled messages now due), oldest first; then the product's
+        blocks, oldest first. A message whose previous lease expired (its
+        sender crashed or hung) may already have reached the SMSC: it is
+        flagged possible duplicate.
         """
+        until = now + lease_seconds
         with self.db.transaction() as tx:
             rows = tx.execute(
                 "UPDATE messages SET lease_owner = ?, lease_until = ?, attempt = attempt + 1, "
@@ -147,24 +263,56 @@ class MessageStore:
                 "AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) "
                 "ORDER BY not_before, id LIMIT ?) "
                 "RETURNING id, attempt, destination, sender, text, encoding, parts, validity_minutes, climsgid",
-                (owner, now + lease_seconds, product, now, now, limit),
+                (owner, until, product, now, now, limit),
             ).fetchall()
-        rows.sort(key=lambda r: r[0])
-        return [
-            OutboundMessage(
-                message_id=r[0],
-                attempt=r[1],
-                product=product,
-                destination=r[2],
-                sender=r[3],
-                text=r[4],
-                encoding=r[5],
-                parts=r[6],
-                validity_minutes=r[7],
-                reference=r[8],
-            )
-            for r in rows
-        ]
+            rows.sort(key=lambda r: r[0])
+            leased = [
+                OutboundMessage(
+                    message_id=r[0],
+                    attempt=r[1],
+                    product=product,
+                    destination=r[2],
+                    sender=r[3],
+                    text=r[4],
+                    encoding=r[5],
+                    parts=r[6],
+                    validity_minutes=r[7],
+                    reference=r[8],
+                )
+                for r in rows
+            ]
+            if len(leased) < limit:
+                leased += self._lease_from_blocks(tx, owner, product, limit - len(leased), now, until)
+        return leased
+
+    def _lease_from_blocks(
+        self, tx: sqlite3.Connection, owner: str, product: str, limit: int, now: float, until: float
+    ) -> list[OutboundMessage]:
+        leased: list[OutboundMessage] = []
+        blocks = tx.execute(
+            "SELECT id, batch_seq, product, taken, size FROM message_blocks "
+            "WHERE product = ? AND taken < size ORDER BY id LIMIT ?",
+            (product, limit),
+        ).fetchall()
+        for block in blocks:
+            if len(leased) >= limit:
+                break
+            for message_id, i, rows in self._take_from_block(tx, block, limit - len(leased), now, lease=(owner, until)):
+                leased.append(
+                    OutboundMessage(
+                        message_id=message_id,
+                        attempt=1,
+                        product=product,
+                        destination=rows.destination[i],
+                        sender=rows.sender[i],
+                        text=rows.text[i],
+                        encoding=rows.encoding[i],
+                        parts=rows.parts[i],
+                        validity_minutes=rows.validity_minutes[i],
+                        reference=rows.climsgid[i],
+                    )
+                )
+        return leased
 
     def expire_leases_of(self, owner: str) -> int:
         """At start-up: this node's leases died with its previous process.
@@ -326,40 +474,97 @@ class MessageStore:
     def cancel_pending(self, batch_seq: int) -> int:
         now = time.time()
         with self.db.transaction() as tx:
+            drained = self._drain_blocks(tx, batch_seq, codes.CANCELLED, _CANCELLED_TEXT, now)
             cur = tx.execute(
-                "UPDATE messages SET status = ?, error_text = 'cancelled by operator', updated_at = ?, "
+                "UPDATE messages SET status = ?, error_text = ?, updated_at = ?, "
                 "lease_owner = NULL, lease_until = NULL WHERE batch_seq = ? AND status IN (?, ?)",
-                (codes.CANCELLED, now, batch_seq, *_PENDING),
+                (codes.CANCELLED, _CANCELLED_TEXT, now, batch_seq, *_PENDING),
             )
             queue_callbacks_for_batch(tx, batch_seq, now)
             self.touch_batches(tx, [batch_seq], now)
-        return cur.rowcount
+        return drained + cur.rowcount
 
     # --- reporting ------------------------------------------------------
     def status_counts(self, batch_seq: int) -> list[StatusTally]:
         """How many messages of a batch are in each status (split by whether they were ever sent)."""
-        rows = self.db.connection().execute(
-            "SELECT status, attempt > 0, COUNT(*), COALESCE(SUM(parts), 0), COALESCE(SUM(receipt_timed_out), 0), "
-            "COALESCE(SUM(possible_duplicate), 0) FROM messages WHERE batch_seq = ? GROUP BY status, attempt > 0",
-            (batch_seq,),
-        )
-        return [StatusTally(r[0], bool(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+        conn = self.db.connection()
+        conn.execute("BEGIN")  # one snapshot: a lease moving messages from a block into rows must not count them twice
+        try:
+            rows = conn.execute(
+                "SELECT status, attempt > 0, COUNT(*), COALESCE(SUM(parts), 0), COALESCE(SUM(receipt_timed_out), 0), "
+                "COALESCE(SUM(possible_duplicate), 0) FROM messages WHERE batch_seq = ? GROUP BY status, attempt > 0",
+                (batch_seq,),
+            ).fetchall()
+            waiting, waiting_parts = conn.execute(
+                "SELECT COALESCE(SUM(size - taken), 0), COALESCE(SUM(parts_left), 0) FROM message_blocks "
+                "WHERE batch_seq = ? AND taken < size",
+                (batch_seq,),
+            ).fetchone()
+        finally:
+            conn.execute("COMMIT")
+        tallies = {(r[0], bool(r[1])): StatusTally(r[0], bool(r[1]), r[2], r[3], r[4], r[5]) for r in rows}
+        if waiting:
+            known = tallies.get((codes.QUEUED, False), StatusTally(codes.QUEUED, False, 0, 0, 0, 0))
+            tallies[(codes.QUEUED, False)] = StatusTally(
+                codes.QUEUED, False, known.messages + waiting, known.parts + waiting_parts, known.receipt_timeouts,
+                known.possible_duplicates,
+            )
+        return list(tallies.values())
 
     def report_frames(self, batch_seq: int, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
-        """The rows of a batch's report.csv, in file order, in bounded chunks."""
+        """The rows of a batch's report.csv, in file order, in bounded chunks of row numbers."""
         conn = self.db.connection()
-        last = 0
-        while True:
-            frame = pd.read_sql_query(
-                "SELECT row_no, destination, climsgid, account, upstream_id, parts, status, error_code, error_text, "
-                "submitted_at, updated_at, possible_duplicate FROM messages "
-                "WHERE batch_seq = ? AND row_no > ? ORDER BY row_no LIMIT ?",
-                conn,
-                params=(batch_seq, last, chunk_rows),
+        last_row = self.max_row(batch_seq)
+        low = 0
+        while low < last_row:
+            high = low + chunk_rows
+            conn.execute("BEGIN")  # rows and untaken block messages from one snapshot
+            try:
+                frame = pd.read_sql_query(
+                    f"SELECT {_REPORT_COLUMNS} FROM messages "
+                    "WHERE batch_seq = ? AND row_no > ? AND row_no <= ? ORDER BY row_no",
+                    conn,
+                    params=(batch_seq, low, high),
+                )
+                waiting = self._waiting_rows(conn, batch_seq, low, high)
+            finally:
+                conn.execute("COMMIT")
+            if waiting is not None:
+                frame = pd.concat([frame, waiting], ignore_index=True) if len(frame) else waiting
+                frame = frame.sort_values("row_no", kind="stable", ignore_index=True)
+            if len(frame):
+                yield frame
+            low = high
+
+    def _waiting_rows(self, conn: sqlite3.Connection, batch_seq: int, low: int, high: int) -> pd.DataFrame | None:
+        """Report rows for block messages in (low, high] not taken yet: queued, never sent."""
+        pieces = []
+        for block in conn.execute(
+            "SELECT id, taken, created_at FROM message_blocks "
+            "WHERE batch_seq = ? AND taken < size AND first_row <= ? AND last_row > ?",
+            (batch_seq, high, low),
+        ).fetchall():
+            rows = self._block(conn, block["id"])
+            taken = int(block["taken"])
+            row_no = pd.Series(rows.row_no[taken:], dtype="int64")
+            keep = ((row_no > low) & (row_no <= high)).to_numpy()
+            n = int(keep.sum())
+            pieces.append(
+                pd.DataFrame(
+                    {
+                        "row_no": row_no[keep].to_numpy(),
+                        "destination": pd.Series(rows.destination[taken:], dtype=object)[keep].to_numpy(),
+                        "climsgid": pd.Series(rows.climsgid[taken:], dtype=object)[keep].to_numpy(),
+                        "account": [None] * n,
+                        "upstream_id": [None] * n,
+                        "parts": pd.Series(rows.parts[taken:], dtype="int64")[keep].to_numpy(),
+                        "status": [codes.QUEUED] * n,
+                        "error_code": [None] * n,
+                        "error_text": [None] * n,
+                        "submitted_at": [None] * n,
+                        "updated_at": [float(block["created_at"])] * n,
+                        "possible_duplicate": [0] * n,
+                    }
+                )
             )
-            if frame.empty:
-                return
-            last = int(frame["row_no"].iloc[-1])
-            yield frame
-            if len(frame) < chunk_rows:
-                return
+        return pd.concat(pieces, ignore_index=True) if pieces else None

@@ -166,6 +166,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX callbacks_due ON callbacks (next_at, id) WHERE state = 'pending';
         """,
     ),
+    (
+        4,
+        "message blocks",
+        """
+        -- rows due now, stored at intake a few thousand to a row and made
+        -- messages rows when first leased (see ledger/blocks.py)
+        CREATE TABLE message_blocks (
+            id          INTEGER PRIMARY KEY,
+            batch_seq   INTEGER NOT NULL REFERENCES batches(seq),
+            product     TEXT NOT NULL,
+            first_row   INTEGER NOT NULL,
+            last_row    INTEGER NOT NULL,
+            size        INTEGER NOT NULL,             -- messages in the block
+            taken       INTEGER NOT NULL DEFAULT 0,   -- the first ``taken`` are messages rows now
+            parts_left  INTEGER NOT NULL,             -- parts of the messages not taken yet
+            created_at  REAL NOT NULL,
+            payload     BLOB NOT NULL                 -- Arrow IPC stream, never changed
+        );
+        -- the dispatch queue of blocks, oldest first per product; a block
+        -- leaves the index when its last message is taken
+        CREATE INDEX message_blocks_open ON message_blocks (product, id) WHERE taken < size;
+        CREATE INDEX message_blocks_by_batch ON message_blocks (batch_seq, first_row);
+        """,
+    ),
 ]
 
 

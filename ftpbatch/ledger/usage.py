@@ -26,6 +26,34 @@ _GROUPS = {
 _FAILED = (codes.UNDELIVERABLE, codes.ROUTING_ERROR, codes.EXPIRED)
 
 
+def _group_keys(group: str, when: str) -> str:
+    day_key, product_key = _GROUPS[group]
+    return f"{day_key.replace(_WHEN, when)} AS day, {product_key} AS product"
+
+
+def _filters(product: str | None, since: float | None, until: float | None, when: str) -> str:
+    """The WHERE clause for :meth:`UsageStore.usage`; its parameters come from :func:`_filter_params`."""
+    where = ["1 = 1"]
+    if product is not None:
+        where.append("b.product = ?")
+    if until is not None:
+        where += ["b.received_at < ?", f"{when} < ?"]
+    if since is not None:
+        where += ["(b.completed_at IS NULL OR b.completed_at >= ?)", f"{when} >= ?"]
+    return " AND ".join(where)
+
+
+def _filter_params(product: str | None, since: float | None, until: float | None) -> list[object]:
+    params: list[object] = []
+    if product is not None:
+        params.append(product)
+    if until is not None:
+        params += [until, until]
+    if since is not None:
+        params += [since, since]
+    return params
+
+
 @dataclass(frozen=True)
 class UsageCount:
     day: int | None  # days since 1970-01-01 (UTC), when grouped by day
@@ -54,31 +82,28 @@ class UsageStore:
         later than its batch completes), so a month's report of a big
         ledger reads that month's batches, not the whole table.
         """
-        day_key, product_key = _GROUPS[group]
-        where = ["1 = 1"]
-        params: list[object] = []
-        if product is not None:
-            where.append("b.product = ?")
-            params.append(product)
-        if until is not None:
-            where.append("b.received_at < ?")
-            where.append(f"{_WHEN} < ?")
-            params += [until, until]
-        if since is not None:
-            where.append("(b.completed_at IS NULL OR b.completed_at >= ?)")
-            where.append(f"{_WHEN} >= ?")
-            params += [since, since]
         failed = ", ".join(f"'{s}'" for s in _FAILED)
-        sql = (
-            f"SELECT {day_key} AS day, {product_key} AS product, COUNT(*), "
-            "COALESCE(SUM(CASE WHEN m.submitted_at IS NOT NULL THEN m.parts ELSE 0 END), 0), "
-            f"COALESCE(SUM(CASE WHEN m.status = '{codes.DELIVERED}' THEN 1 ELSE 0 END), 0), "
+        sent_rows = (
+            f"SELECT {_group_keys(group, _WHEN)}, COUNT(*) AS messages, "
+            "COALESCE(SUM(CASE WHEN m.submitted_at IS NOT NULL THEN m.parts ELSE 0 END), 0) AS parts, "
+            f"COALESCE(SUM(CASE WHEN m.status = '{codes.DELIVERED}' THEN 1 ELSE 0 END), 0) AS delivered, "
             f"COALESCE(SUM(CASE WHEN m.status IN ({failed}) OR (m.status = '{codes.ERROR}' AND m.attempt > 0) "
-            "THEN 1 ELSE 0 END), 0), "
-            f"COALESCE(SUM(CASE WHEN m.status = '{codes.ERROR}' AND m.attempt = 0 THEN 1 ELSE 0 END), 0) "
+            "THEN 1 ELSE 0 END), 0) AS failed, "
+            f"COALESCE(SUM(CASE WHEN m.status = '{codes.ERROR}' AND m.attempt = 0 THEN 1 ELSE 0 END), 0) AS rejected "
             "FROM batches b JOIN messages m ON m.batch_seq = b.seq "
-            f"WHERE {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 1, 2"
+            f"WHERE {_filters(product, since, until, _WHEN)} GROUP BY 1, 2"
         )
+        # messages still in blocks were never sent: they count on their file's day
+        waiting = (
+            f"SELECT {_group_keys(group, 'b.received_at')}, SUM(k.size - k.taken), 0, 0, 0, 0 "
+            "FROM batches b JOIN message_blocks k ON k.batch_seq = b.seq "
+            f"WHERE k.taken < k.size AND {_filters(product, since, until, 'b.received_at')} GROUP BY 1, 2"
+        )
+        sql = (
+            "SELECT day, product, SUM(messages), SUM(parts), SUM(delivered), SUM(failed), SUM(rejected) "
+            f"FROM ({sent_rows} UNION ALL {waiting}) GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        params = [*_filter_params(product, since, until), *_filter_params(product, since, until)]
         rows = self.db.connection().execute(sql, params).fetchall()
         return [
             UsageCount(
@@ -115,8 +140,17 @@ class UsageStore:
 
     def message_status_totals(self) -> dict[tuple[str, str], int]:
         """(product, status) -> messages. Reads the whole table: callers cache it."""
-        rows = self.db.connection().execute("SELECT product, status, COUNT(*) FROM messages GROUP BY product, status")
-        return {(r[0], r[1]): int(r[2]) for r in rows}
+        conn = self.db.connection()
+        totals = {
+            (r[0], r[1]): int(r[2])
+            for r in conn.execute("SELECT product, status, COUNT(*) FROM messages GROUP BY product, status")
+        }
+        for product, waiting in conn.execute(
+            "SELECT product, SUM(size - taken) FROM message_blocks WHERE taken < size GROUP BY product"
+        ):
+            key = (product, codes.QUEUED)
+            totals[key] = totals.get(key, 0) + int(waiting)
+        return totals
 
     def queue_depth(self) -> dict[str, int]:
         """Messages waiting to be sent (queued, scheduled) and waiting for a receipt; index-only reads."""
@@ -129,11 +163,12 @@ class UsageStore:
                 "SELECT status, COUNT(*) FROM messages WHERE status IN ('002', '011') GROUP BY status"
             ).fetchall()
         )
+        in_blocks = conn.execute("SELECT COALESCE(SUM(size - taken), 0) FROM message_blocks WHERE taken < size").fetchone()[0]
         awaiting = conn.execute(
             "SELECT COUNT(*) FROM messages WHERE status = '003' AND receipt_timed_out = 0"
         ).fetchone()[0]
         return {
-            "queued": int(pending.get(codes.QUEUED, 0)),
+            "queued": int(pending.get(codes.QUEUED, 0)) + int(in_blocks),
             "scheduled": int(pending.get(codes.SCHEDULED, 0)),
             "awaiting_receipt": int(awaiting),
         }

@@ -26,7 +26,6 @@ from ftpbatch.dispatch.smpp.receipts import (
     is_receipt,
     normalise_submit_id,
     parse_receipt,
-    parse_text,
 )
 from ftpbatch.dispatch.smpp.settings import SmppSettings, parse_url
 from ftpbatch.dispatch.smpp.status import Action, status_from_error, submit_outcome
@@ -159,10 +158,13 @@ def test_text_outside_its_encoding_is_an_error() -> None:
 RECEIPT = b"id:0A1B2C sub:001 dlvrd:001 submit date:2401011200 done date:2401011201 stat:DELIVRD err:000 text:Hello"
 
 
-def test_receipt_text_fields() -> None:
-    fields = parse_text(RECEIPT)
-    assert fields["id"] == "0A1B2C" and fields["stat"] == "DELIVRD" and fields["err"] == "000"
-    assert fields["submit date"] == "2401011200" and fields["done date"] == "2401011201"
+def test_receipt_text_fields_any_case() -> None:
+    parsed = parse_receipt(b"ID:77 sub:001 dlvrd:000 submit date:2401011200 done date:2401011201 Stat:undeliv Err:042", {})
+    assert parsed is not None
+    assert (parsed.upstream_id, parsed.stat, parsed.status, parsed.err) == ("77", "UNDELIV", "007", "042")
+    # "submit date:" must not be read as the id, nor "text:" fields
+    parsed = parse_receipt(b"sub:001 submit date:2401011200 stat:DELIVRD id:9 text:id:1 stat:UNDELIV", {})
+    assert parsed is not None and parsed.upstream_id == "9"
 
 
 def test_receipt_from_text_only() -> None:

@@ -57,7 +57,10 @@ STAT_CODES: dict[str, str | None] = {
 MESSAGE_STATES = {1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV", 6: "ACCEPTD", 7: "UNKNOWN",
                   8: "REJECTD"}
 
-_FIELDS = re.compile(r"\b(id|sub|dlvrd|submit date|done date|stat|err):(\S*)", re.IGNORECASE)
+# the three fields of a receipt text (SMPP 3.4 Appendix B) it is read for, searched in the raw bytes
+_ID = re.compile(rb"\bid:(\S*)", re.IGNORECASE)
+_STAT = re.compile(rb"\bstat:(\S*)", re.IGNORECASE)
+_ERR = re.compile(rb"\berr:(\S*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +76,9 @@ def is_receipt(esm_class: int, tlv_tags: set[int]) -> bool:
     return (esm_class & ESM_TYPE_MASK) in (ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE) or TLV_RECEIPTED_MESSAGE_ID in tlv_tags
 
 
-def parse_text(short_message: bytes) -> dict[str, str]:
-    """The ``key:value`` fields of a receipt text, keys lower-case."""
-    text = short_message.decode("latin-1")
-    return {m.group(1).lower(): m.group(2) for m in _FIELDS.finditer(text)}
+def _text_field(short_message: bytes, pattern: re.Pattern[bytes]) -> str | None:
+    match = pattern.search(short_message)
+    return match.group(1).decode("latin-1") if match and match.group(1) else None
 
 
 def _c_string(value: bytes) -> str:
@@ -84,23 +86,26 @@ def _c_string(value: bytes) -> str:
 
 
 def parse_receipt(short_message: bytes, tlvs: dict[int, bytes], rule: str = "as-is") -> ParsedReceipt | None:
-    """Id and status of a receipt, or ``None`` when it has no usable id or status."""
-    fields = parse_text(short_message)
-    if TLV_RECEIPTED_MESSAGE_ID in tlvs and _c_string(tlvs[TLV_RECEIPTED_MESSAGE_ID]):
-        raw_id, source = _c_string(tlvs[TLV_RECEIPTED_MESSAGE_ID]), "tlv"
-    elif fields.get("id"):
-        raw_id, source = fields["id"], "text"
-    else:
-        return None
-    stat = None
-    if tlvs.get(TLV_MESSAGE_STATE):
-        stat = MESSAGE_STATES.get(tlvs[TLV_MESSAGE_STATE][0])
-    if stat is None and fields.get("stat"):
-        stat = fields["stat"].upper()
+    """Id and status of a receipt, or ``None`` when it has no usable id or status.
+
+    Runs for every message sent, so the text is searched only for the
+    fields the TLVs did not give (most SMSCs send both).
+    """
+    raw_id = _c_string(tlvs[TLV_RECEIPTED_MESSAGE_ID]) if TLV_RECEIPTED_MESSAGE_ID in tlvs else ""
+    source = "tlv"
+    if not raw_id:
+        raw_id, source = _text_field(short_message, _ID) or "", "text"
+        if not raw_id:
+            return None
+    stat = MESSAGE_STATES.get(tlvs[TLV_MESSAGE_STATE][0]) if tlvs.get(TLV_MESSAGE_STATE) else None
     if stat is None:
-        return None
+        text_stat = _text_field(short_message, _STAT)
+        if text_stat is None:
+            return None
+        stat = text_stat.upper()
     status = STAT_CODES.get(stat, codes.ERROR)
-    return ParsedReceipt(normalise_receipt_id(raw_id, source, rule), stat, status, fields.get("err"), source)
+    err = None if status == codes.DELIVERED else _text_field(short_message, _ERR)
+    return ParsedReceipt(normalise_receipt_id(raw_id, source, rule), stat, status, err, source)
 
 
 def normalise_submit_id(message_id: str, rule: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -100,40 +101,128 @@ class BarePyftpdlib:
         self.proc.wait(10)
 
 
+# The vsftpd user's passwd home: vsftpd changes into it at login (before local_root)
+# and refuses the login with "500 OOPS: cannot change directory" if it is missing.
+# A fixed directory rather than the run's temporary one: a home left pointing at
+# an earlier run's deleted directory broke logins, and changing it takes usermod,
+# which fails while a vsftpd session of that user is still alive.
+VSFTPD_HOME = Path("/var/lib/ftpbatch-bench")
+NOLOGIN = "/usr/sbin/nologin"  # the password is public: the account must not give a shell
+# Debian's /etc/pam.d/vsftpd also requires a shell listed in /etc/shells
+# (pam_shells), rejects users named in /etc/ftpusers, and runs the host's whole
+# common-session stack. A service of our own checks the password and the account
+# only, the same on any host.
+PAM_SERVICE = "ftpbatch-bench"
+PAM_CONFIG = textwrap.dedent(
+    """\
+    # written by ftpbatch bench/_servers.py for the vsftpd comparison
+    auth     required pam_unix.so
+    account  required pam_unix.so
+    session  required pam_permit.so
+    """
+)
+
+
 class Vsftpd:
-    """vsftpd with a local user ``bench``, when the machine has it (root only)."""
+    """vsftpd with a local user ``bench``, when the machine has it (root only).
+
+    Sets up, idempotently: the PAM service ``/etc/pam.d/ftpbatch-bench``, the
+    user (home ``VSFTPD_HOME``, no login shell) and its password. Each session
+    is chrooted into ``root``, whose ``inbox/`` the user may write.
+    """
 
     @staticmethod
     def available() -> bool:
         return shutil.which("vsftpd") is not None and os.geteuid() == 0
 
-    def __init__(self, home: Path) -> None:
-        (home / "inbox").mkdir(parents=True, exist_ok=True)
-        subprocess.run(["useradd", "-M", "-d", str(home), USER], capture_output=True)
-        subprocess.run(["usermod", "-d", str(home), USER], capture_output=True)  # left from an earlier run
-        subprocess.run(["chpasswd"], input=f"{USER}:{PASSWORD}", text=True, check=True)
-        os.chown(home / "inbox", int(subprocess.check_output(["id", "-u", USER])), -1)
-        os.chmod(home, 0o755)
+    def __init__(self, root: Path) -> None:
+        uid = self._ensure_user()
+        Path("/etc/pam.d", PAM_SERVICE).write_text(PAM_CONFIG)
+        # the chroot stays root-owned and read-only to the user; only inbox/ takes uploads
+        (root / "inbox").mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o755)
+        os.chown(root / "inbox", uid, -1)
+        secure_chroot_dir = Path("/var/run/vsftpd/empty")  # vsftpd's unprivileged helper chroots here
+        secure_chroot_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.conf = Path(tempfile.mkstemp(suffix=".conf")[1])
-        self.conf.write_text(
-            f"listen=YES\nlisten_address=127.0.0.1\nlisten_port={self.port}\nlocal_enable=YES\nwrite_enable=YES\n"
-            f"anonymous_enable=NO\nlocal_root={home}\nchroot_local_user=YES\nallow_writeable_chroot=YES\npasv_enable=YES\nseccomp_sandbox=NO\nuse_localtime=NO\n"
-            "background=NO\ncheck_shell=NO\nmax_clients=1024\nmax_per_ip=1024\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
-            "pam_service_name=vsftpd\n"
+        self.state = Path(tempfile.mkdtemp(prefix="ftpbatch-vsftpd-"))
+        self.log = self.state / "vsftpd.log"
+        conf = self.state / "vsftpd.conf"
+        conf.write_text(
+            textwrap.dedent(
+                f"""\
+                listen=YES
+                listen_address=127.0.0.1
+                listen_port={self.port}
+                background=NO
+                anonymous_enable=NO
+                local_enable=YES
+                write_enable=YES
+                pam_service_name={PAM_SERVICE}
+                local_root={root}
+                chroot_local_user=YES
+                secure_chroot_dir={secure_chroot_dir}
+                # passive data connections answer on the control connection's address, 127.0.0.1
+                pasv_enable=YES
+                # every benchmark client comes from 127.0.0.1
+                max_clients=1024
+                max_per_ip=1024
+                # only builds without PAM look at the shell themselves
+                check_shell=NO
+                seccomp_sandbox=NO
+                use_localtime=NO
+                # one line per connect, login (OK / FAIL) and upload: says why a login failed
+                xferlog_enable=YES
+                vsftpd_log_file={self.log}
+                """
+            )
         )
-        Path("/var/run/vsftpd/empty").mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(["vsftpd", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # a file, not a pipe nobody reads while it runs; vsftpd reports start-up errors ("500 OOPS: ...") there
+        self.stderr = self.state / "vsftpd.stderr"
+        with self.stderr.open("w") as stderr:
+            self.proc = subprocess.Popen(["vsftpd", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                 return
             except OSError:
+                if self.proc.poll() is not None:
+                    break
                 time.sleep(0.05)
-        raise RuntimeError("vsftpd did not start")
+        error = self.stderr.read_text(errors="replace").strip()
+        self.stop()
+        raise RuntimeError(f"vsftpd did not start: {error}")
+
+    @staticmethod
+    def _ensure_user() -> int:
+        VSFTPD_HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            entry = pwd.getpwnam(USER)
+        except KeyError:
+            _run(["useradd", "--no-create-home", "--home-dir", str(VSFTPD_HOME), "--shell", NOLOGIN, USER])
+        else:
+            if entry.pw_dir != str(VSFTPD_HOME) or entry.pw_shell != NOLOGIN:  # left by an earlier version of this harness
+                _run(["usermod", "--home", str(VSFTPD_HOME), "--shell", NOLOGIN, USER])
+        # SHA-512 crypt (5,000 rounds, the long-time Linux default), not the system's
+        # yescrypt: at ~50 ms of CPU per check, 300 PAM logins at once time out on
+        # two cores and the login storm would measure hashing, not the server.
+        _run(["chpasswd", "--crypt-method", "SHA512", "--sha-rounds", "5000"], input=f"{USER}:{PASSWORD}\n")
+        return pwd.getpwnam(USER).pw_uid
+
+    def log_tail(self, lines: int = 5) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.conf.unlink(missing_ok=True)
+        # sessions run in their own process sessions and end with their clients; this stops the listener
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def _run(command: list[str], input: str | None = None) -> None:
+    """Run a set-up command; fail with its own message rather than a bare exit code."""
+    done = subprocess.run(command, input=input, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip() or f'exit code {done.returncode}'}")

@@ -14,6 +14,7 @@ pyftpdlib baseline uses a plain-text DummyAuthorizer.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ftplib
 import json
 import os
@@ -22,13 +23,13 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _servers import PASSWORD, USER, BarePyftpdlib, FtpbatchServer, Vsftpd  # noqa: E402
 
 BLOCK = 1 << 20
+STORM_TIMEOUT = 60.0  # seconds for one storm login, and for the storm child to finish
 
 
 class _Repeat:
@@ -94,52 +95,146 @@ def _rate(stream: _Stream, seconds: float) -> float:
     return (stream.sent - before) / (time.perf_counter() - started)
 
 
+async def _reply(reader: asyncio.StreamReader) -> str:
+    """One FTP reply, multi-line ones (``220-...`` up to ``220 ...``) included."""
+    line = (await reader.readline()).decode("utf-8", "replace")
+    if not line:
+        raise ConnectionError("server closed the connection")
+    code, reply = line[:3], line
+    while line[3:4] == "-" or not line.startswith(code):
+        line = (await reader.readline()).decode("utf-8", "replace")
+        if not line:
+            raise ConnectionError("server closed the connection mid-reply")
+        reply += line
+    return reply
+
+
+async def _expect(reader: asyncio.StreamReader, code: str) -> None:
+    reply = await _reply(reader)
+    if not reply.startswith(code):
+        raise RuntimeError(f"expected {code}, got {reply.strip()!r}")
+
+
+async def _login(port: int) -> asyncio.StreamWriter:
+    """The minimal login dialogue; the connection stays open for the caller."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await _expect(reader, "220")
+        writer.write(f"USER {USER}\r\n".encode())
+        await _expect(reader, "331")
+        writer.write(f"PASS {PASSWORD}\r\n".encode())
+        await _expect(reader, "230")
+    except BaseException:
+        writer.close()
+        raise
+    return writer
+
+
+async def _quit(writer: asyncio.StreamWriter) -> None:
+    # a courtesy to the server: the measurement is over, so failures here do not matter
+    try:
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+    except OSError:
+        pass
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+
+
+async def _storm(port: int, clients: int) -> None:
+    # Block on stdin before the first connect: the parent snapshots the upload's
+    # byte count right before it writes this line, so its window starts with the storm.
+    sys.stdin.readline()
+    started = time.perf_counter()
+    logins = await asyncio.gather(
+        *(asyncio.wait_for(_login(port), STORM_TIMEOUT) for _ in range(clients)), return_exceptions=True
+    )
+    all_in = time.perf_counter() - started
+    sessions = [s for s in logins if isinstance(s, asyncio.StreamWriter)]
+    failures = [f for f in logins if not isinstance(f, asyncio.StreamWriter)]
+    if not failures:
+        # report before the QUITs so the parent's window ends when the last login is in
+        print(f"done {all_in}", flush=True)
+    await asyncio.gather(*(_quit(s) for s in sessions))
+    if failures:
+        raise SystemExit(f"storm: {len(failures)} of {clients} logins failed, e.g. {failures[0]!r}")
+
+
+def storm_child(port: int, clients: int) -> None:
+    """The login storm's clients, run in their own process (``--storm-child PORT``).
+
+    In the parent's process they would take the GIL from the uploader whose
+    speed is measured, and the benchmark would measure itself rather than the
+    server. Prints ``ready`` once started up, waits for a line on stdin, logs
+    ``clients`` in at once and prints ``done <seconds from first connect until
+    all got 230>``; exits non-zero (without ``done``) if any login failed.
+    """
+    print("ready", flush=True)
+    asyncio.run(_storm(port, clients))
+
+
 def login_storm(port: int, clients: int) -> dict[str, float]:
     """``clients`` logins at once while one upload runs: time until all are in, and the upload's speed meanwhile.
 
-    The upload streams for as long as the measurement lasts, so its speed
-    during the storm is compared with its speed just before, on the same
-    connection.
+    The upload streams from a thread of this process for as long as the
+    measurement lasts, so its speed during the storm is compared with its
+    speed just before, on the same connection. The storm runs in a child
+    process (see ``storm_child``).
     """
-    stream = _Stream()
-    uploader = ftplib.FTP()
-    uploader.connect("127.0.0.1", port)
-    uploader.login(USER, PASSWORD)
-    transfer = threading.Thread(
-        target=lambda: uploader.storbinary("STOR /inbox/storm.part", stream, blocksize=BLOCK), daemon=True
+    # started (interpreter up, imports done) before the upload, so its start-up does not weigh on the "alone" rate
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--storm-child", str(port), "--logins", str(clients)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
-    transfer.start()
-    time.sleep(0.3)  # let it reach full speed
-    alone = _rate(stream, 0.5)
-
-    def login(_: int) -> ftplib.FTP:
-        client = ftplib.FTP(timeout=60)
-        client.connect("127.0.0.1", port)
-        client.login(USER, PASSWORD)
-        return client
-
-    before, started = stream.sent, time.perf_counter()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        sessions = list(pool.map(login, range(clients)))
-    all_in = time.perf_counter() - started
-    during = (stream.sent - before) / all_in
-    stream.stop.set()
-    transfer.join()
-    uploader.delete("/inbox/storm.part")
-    uploader.quit()
-    for client in sessions:
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"storm child did not start (exit code {child.wait()})")
+        stream = _Stream()
+        uploader = ftplib.FTP()
+        uploader.connect("127.0.0.1", port)
+        uploader.login(USER, PASSWORD)
+        transfer = threading.Thread(
+            target=lambda: uploader.storbinary("STOR /inbox/storm.part", stream, blocksize=BLOCK), daemon=True
+        )
+        transfer.start()
         try:
-            client.quit()
-        except (OSError, EOFError, ftplib.Error):
-            pass
-    return {"logins_s": all_in, "transfer_kept": during / alone}
+            time.sleep(0.3)  # let it reach full speed
+            alone = _rate(stream, 0.5)
+            before, started = stream.sent, time.perf_counter()
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            # this thread now only waits on the pipe, leaving the GIL to the uploader
+            done = child.stdout.readline()
+            during = (stream.sent - before) / (time.perf_counter() - started)
+        finally:
+            stream.stop.set()
+            transfer.join()
+        if not done.startswith("done "):
+            raise RuntimeError(f"login storm failed (storm child exit code {child.wait()}, its stderr above)")
+        uploader.delete("/inbox/storm.part")
+        uploader.quit()
+        if child.wait(STORM_TIMEOUT) != 0:
+            raise RuntimeError(f"storm child exited with {child.returncode}")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return {"logins_s": float(done.split()[1]), "transfer_kept": during / alone}
 
 
 def measure(name: str, port: int, size: int, curl_file: Path, logins: int) -> dict[str, float | str]:
     result: dict[str, float | str] = {"server": name}
     result["ftplib_mb_s"] = max(ftplib_upload(port, size, f"ftplib{n}") for n in range(2))
     result["curl_mb_s"] = max(curl_upload(port, curl_file, f"curl{n}") for n in range(2))
-    result.update(login_storm(port, logins))
+    try:
+        result.update(login_storm(port, logins))
+    except RuntimeError as exc:  # logins refused or timed out: say so, keep the throughput figures
+        print(f"{name}: {exc}", file=sys.stderr)
+        result.update(logins_s=float("nan"), transfer_kept=float("nan"))
     return result
 
 
@@ -148,9 +243,18 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--logins", type=int, default=300)
     parser.add_argument("--install-vsftpd", action="store_true", help="apt-get install vsftpd first (root)")
+    parser.add_argument("--storm-child", type=int, metavar="PORT", help=argparse.SUPPRESS)  # see storm_child
     args = parser.parse_args()
+    if args.storm_child is not None:
+        storm_child(args.storm_child, args.logins)
+        return
     if args.install_vsftpd and not Vsftpd.available():
-        subprocess.run(["apt-get", "install", "-y", "-qq", "vsftpd"], check=False, capture_output=True)
+        install = ["apt-get", "install", "-y", "-qq", "vsftpd"]
+        if subprocess.run(install, check=False, capture_output=True).returncode != 0:  # a fresh machine has no package lists yet
+            subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+            subprocess.run(install, check=False, capture_output=True)
+        if not Vsftpd.available():
+            print("vsftpd could not be installed (needs root and apt); running without it", file=sys.stderr)
     size = args.mb * 1_000_000
     results = []
     with tempfile.TemporaryDirectory(prefix="ftpbatch-ftpbench-") as tmp:
@@ -168,13 +272,18 @@ def main() -> None:
         results.append(measure("ftpbatch", ours.port, size, curl_file, args.logins))
         ours.stop()
         if Vsftpd.available():
-            vs = Vsftpd(work / "vsftpd")
+            vs: Vsftpd | None = None
             try:
+                vs = Vsftpd(work / "vsftpd")
                 results.append(measure("vsftpd", vs.port, size, curl_file, args.logins))
-            except (ftplib.Error, OSError) as exc:  # a local vsftpd set-up we cannot drive: say so, keep the rest
+            except (ftplib.Error, OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                # a local vsftpd set-up we cannot drive: say why, keep the rest
                 print(f"vsftpd skipped: {exc}", file=sys.stderr)
+                if vs is not None:
+                    print(f"vsftpd log, last lines:\n{vs.log_tail()}", file=sys.stderr)
             finally:
-                vs.stop()
+                if vs is not None:
+                    vs.stop()
     base = results[0]
     ftpbatch = results[1]
     print(f"{'server':<16}{'ftplib MB/s':>12}{'curl MB/s':>11}{'logins s':>10}{'xfer kept':>10}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,20 +17,11 @@ from ftpbatch import codes
 from ftpbatch.dispatch.connector import SubmitResult
 from ftpbatch.ledger import Ledger
 from ftpbatch.ledger.blocks import BLOCK_ROWS
-from ftpbatch.models import Product
 
 from .test_ledger_dispatch import rows
 
 # spans three blocks, the last one partly filled
 MANY = 2 * BLOCK_ROWS + 123
-
-
-@pytest.fixture
-def ledger(tmp_path: Path):
-    ledger = Ledger(tmp_path / "ledger.db", receipt_timeout=3600)
-    ledger.add_product(Product("acme", "x"))
-    yield ledger
-    ledger.close()
 
 
 def new_batch(ledger: Ledger, frame: pd.DataFrame, name: str = "01BLOCKS0000000000000000001") -> int:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from ftpbatch import codes
 from ftpbatch.dispatch.connector import Receipt, SubmitResult
@@ -15,7 +13,6 @@ from ftpbatch.dispatch.dispatcher import Dispatcher
 from ftpbatch.dispatch.sim import SimConnector
 from ftpbatch.dispatch.throttle import TokenBucket
 from ftpbatch.ledger import Ledger
-from ftpbatch.models import Product
 from ftpbatch.report.files import Counts
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -39,14 +36,6 @@ def rows(n: int, status: str = codes.QUEUED, start: int = 1) -> pd.DataFrame:
             "validity_minutes": pd.Series([None] * n, dtype="Int64"),
         }
     )
-
-
-@pytest.fixture
-def ledger(tmp_path: Path):
-    ledger = Ledger(tmp_path / "ledger.db", receipt_timeout=3600)
-    ledger.add_product(Product("acme", "x"))
-    yield ledger
-    ledger.close()
 
 
 def new_batch(ledger: Ledger, n: int) -> int:

@@ -50,7 +50,6 @@ _REPORT_COLUMNS = (
     "row_no, destination, climsgid, account, upstream_id, parts, status, error_code, error_text, "
     "submitted_at, updated_at, possible_duplicate"
 )
-_OPEN = (codes.QUEUED, codes.SCHEDULED, codes.SUBMITTED)
 
 # Product names are checked at creation (models.check_product_name); this
 # guards the one place a name is written into SQL text rather than bound.
@@ -487,9 +486,8 @@ class MessageStore:
     # --- reporting ------------------------------------------------------
     def status_counts(self, batch_seq: int) -> list[StatusTally]:
         """How many messages of a batch are in each status (split by whether they were ever sent)."""
-        conn = self.db.connection()
-        conn.execute("BEGIN")  # one snapshot: a lease moving messages from a block into rows must not count them twice
-        try:
+        # one snapshot: a lease moving messages from a block into rows must not count them twice
+        with self.db.snapshot() as conn:
             rows = conn.execute(
                 "SELECT status, attempt > 0, COUNT(*), COALESCE(SUM(parts), 0), COALESCE(SUM(receipt_timed_out), 0), "
                 "COALESCE(SUM(possible_duplicate), 0) FROM messages WHERE batch_seq = ? GROUP BY status, attempt > 0",
@@ -500,8 +498,6 @@ class MessageStore:
                 "WHERE batch_seq = ? AND taken < size",
                 (batch_seq,),
             ).fetchone()
-        finally:
-            conn.execute("COMMIT")
         tallies = {(r[0], bool(r[1])): StatusTally(r[0], bool(r[1]), r[2], r[3], r[4], r[5]) for r in rows}
         if waiting:
             known = tallies.get((codes.QUEUED, False), StatusTally(codes.QUEUED, False, 0, 0, 0, 0))
@@ -513,13 +509,11 @@ class MessageStore:
 
     def report_frames(self, batch_seq: int, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
         """The rows of a batch's report.csv, in file order, in bounded chunks of row numbers."""
-        conn = self.db.connection()
         last_row = self.max_row(batch_seq)
         low = 0
         while low < last_row:
             high = low + chunk_rows
-            conn.execute("BEGIN")  # rows and untaken block messages from one snapshot
-            try:
+            with self.db.snapshot() as conn:  # rows and untaken block messages as of one moment
                 frame = pd.read_sql_query(
                     f"SELECT {_REPORT_COLUMNS} FROM messages "
                     "WHERE batch_seq = ? AND row_no > ? AND row_no <= ? ORDER BY row_no",
@@ -527,8 +521,6 @@ class MessageStore:
                     params=(batch_seq, low, high),
                 )
                 waiting = self._waiting_rows(conn, batch_seq, low, high)
-            finally:
-                conn.execute("COMMIT")
             if waiting is not None:
                 frame = pd.concat([frame, waiting], ignore_index=True) if len(frame) else waiting
                 frame = frame.sort_values("row_no", kind="stable", ignore_index=True)

@@ -18,17 +18,16 @@ _DAY = 86400
 
 # A message's usage time: when it was sent, else when its file came in.
 _WHEN = "COALESCE(m.submitted_at, b.received_at)"
-_GROUPS = {
-    "day": (f"CAST({_WHEN} / {_DAY} AS INTEGER)", "NULL"),
-    "product": ("NULL", "b.product"),
-    "day_product": (f"CAST({_WHEN} / {_DAY} AS INTEGER)", "b.product"),
-}
+# group -> (by day, by product)
+_GROUPS = {"day": (True, False), "product": (False, True), "day_product": (True, True)}
 _FAILED = (codes.UNDELIVERABLE, codes.ROUTING_ERROR, codes.EXPIRED)
 
 
 def _group_keys(group: str, when: str) -> str:
-    day_key, product_key = _GROUPS[group]
-    return f"{day_key.replace(_WHEN, when)} AS day, {product_key} AS product"
+    """The ``day, product`` columns of a grouping; ``when`` is the SQL for a message's usage time."""
+    by_day, by_product = _GROUPS[group]
+    day = f"CAST({when} / {_DAY} AS INTEGER)" if by_day else "NULL"
+    return f"{day} AS day, {'b.product' if by_product else 'NULL'} AS product"
 
 
 def _filters(product: str | None, since: float | None, until: float | None, when: str) -> str:

@@ -36,13 +36,13 @@ class LimitedDTPMixin:
     _budget: Any = None
     _done = False
 
-    # One readiness event of an upload takes up to 4 MiB (pyftpdlib: 64 KiB).
-    # The loop serves every ready socket once per round, so when hundreds of
-    # control connections log in at once a transfer moving 64 KiB a round
-    # falls to a fraction of its speed (bench/ftp.py: kept 0.14x with 64 KiB,
-    # 0.43x with 1 MiB, 0.63x with 4 MiB); and fewer, larger reads cost less per
-    # byte anyway.
-    ac_in_buffer_size = 4 << 20
+    # One readiness event of an upload takes up to 256 KiB (pyftpdlib: 64 KiB):
+    # fewer, larger reads cost less per byte (an upload alone: 1.8 GB/s against
+    # 1.5). Not more: a chunk is copied twice (socket -> bytes -> file), and
+    # once it outgrows the CPU caches the second copy runs from memory; with
+    # 4 MiB an upload reached 2.7 GB/s alone but fell to half of that as soon
+    # as anything else ran (bench/ftp.py login storm: kept 0.5x, 0.9x at 256 KiB).
+    ac_in_buffer_size = 256 << 10
 
     # DTPHandler sets ``transfer_finished`` from several places (handle_close
     # among them); a cut transfer must stay unfinished whatever comes after.

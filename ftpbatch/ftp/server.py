@@ -10,7 +10,6 @@ from typing import Callable
 
 from pyftpdlib.handlers import DTPHandler
 from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
 
 from ..config import FtpSettings
 from ..errors import ConfigError
@@ -21,6 +20,7 @@ from .authorizer import ProductAuthorizer
 from .dtp import GuardedPassiveDTP, HandshakeFirstMixin, LimitedDTPMixin
 from .filesystem import GatewayFS
 from .handler import GatewayFTPHandler, HandlerContext
+from .pacing import PacedFTPServer
 from .waker import LoopWaker
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,10 @@ class GatewayFTPServer:
         self.tls = tls is not None
         # A deep accept queue: hundreds of clients connecting at once must wait
         # for the loop, not have their SYNs dropped and retried seconds later.
-        self.server = FTPServer((settings.host, settings.port), handler, ioloop=self.ioloop, backlog=1024)
+        self.server = PacedFTPServer(
+            (settings.host, settings.port), handler, ioloop=self.ioloop, backlog=1024,
+            accept_rate=settings.accept_rate, accept_burst=settings.accept_burst,
+        )
         self.server.max_cons = settings.max_cons
         self.server.max_cons_per_ip = settings.max_cons_per_ip
         self._stop = threading.Event()

@@ -25,9 +25,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .errors import ConfigError
@@ -53,19 +55,73 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _RECEIPT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 
 
+class BatchedHistogram:
+    """A Prometheus histogram for values that come by the thousand a second.
+
+    prometheus_client's ``Histogram.observe`` takes a lock and walks the
+    buckets for every value: on the connector's loop, two of them per message
+    were a few percent of its time. Here values are only queued (one list
+    extend per batch of answers) and bucketed with numpy when scraped, or
+    when ``fold_at`` of them wait. Exposed like a Histogram: ``_bucket``,
+    ``_count``, ``_sum``.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry,
+                 fold_at: int = 10_000) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.fold_at = fold_at
+        self._upper = np.array(buckets, dtype=float)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last one is +Inf
+        self._sum = 0.0
+        self._pending: list[float] = []
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        with self._lock:
+            self._pending.extend(values)
+            if len(self._pending) >= self.fold_at:
+                self._fold()
+
+    def _fold(self) -> None:
+        if not self._pending:
+            return
+        values = np.asarray(self._pending, dtype=float)
+        self._pending = []
+        # the first bucket whose upper bound is >= the value (Prometheus' "le")
+        self._counts += np.bincount(np.searchsorted(self._upper, values, side="left"), minlength=len(self._counts))
+        self._sum += float(values.sum())
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> list[Metric]:
+        with self._lock:
+            self._fold()
+            cumulative = np.cumsum(self._counts)
+            total = self._sum
+        buckets = [(floatToGoString(bound), int(n)) for bound, n in zip(self._upper, cumulative[:-1])]
+        buckets.append(("+Inf", int(cumulative[-1])))
+        return [HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)]
+
+
 class Metrics:
     def __init__(self, ledger: Ledger | None = None, *, ledger_cache_seconds: float = 2.0) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.submits = Counter("ftpbatch_submits", "Submit answers from the upstream, by result (accepted, failed, retry).", ["result"], registry=r)
-        self.submit_latency = Histogram(
+        self.submit_latency = BatchedHistogram(
             "ftpbatch_submit_latency_seconds", "Seconds from handing a message to the connector to its submit answer.",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            _LATENCY_BUCKETS, r,
         )
         self.receipts = Counter("ftpbatch_receipts", "Delivery receipts received, by status.", ["status"], registry=r)
-        self.receipt_latency = Histogram(
+        self.receipt_latency = BatchedHistogram(
             "ftpbatch_receipt_latency_seconds", "Seconds from the submit answer to the delivery receipt (receipts seen by this process).",
-            buckets=_RECEIPT_BUCKETS, registry=r,
+            _RECEIPT_BUCKETS, r,
         )
         self.callbacks = Counter("ftpbatch_callbacks", "Callback POSTs by outcome (delivered, retry, given_up).", ["result"], registry=r)
         self.callback_latency = Histogram(
@@ -192,11 +248,12 @@ class MeteredConnector(Connector):
     def _submitted(self, results: Sequence[SubmitResult]) -> None:
         now = time.monotonic()
         accepted = failed = retried = 0
+        latencies: list[float] = []
         with self._lock:
             for r in results:
                 handed = self._handed.pop(r.message_id, None)
                 if handed is not None:
-                    self.metrics.submit_latency.observe(now - handed)
+                    latencies.append(now - handed)
                 if r.retry:
                     retried += 1
                 elif r.upstream_id:
@@ -206,6 +263,7 @@ class MeteredConnector(Connector):
                     failed += 1
             while len(self._answered) > self._REMEMBER:
                 self._answered.popitem(last=False)
+        self.metrics.submit_latency.observe_many(latencies)
         for result, n in (("accepted", accepted), ("failed", failed), ("retry", retried)):
             if n:
                 self.metrics.submits.labels(result).inc(n)
@@ -213,12 +271,14 @@ class MeteredConnector(Connector):
     def _receipts(self, receipts: Sequence[Receipt]) -> None:
         now = time.monotonic()
         by_status: dict[str, int] = {}
+        latencies: list[float] = []
         with self._lock:
             for r in receipts:
                 by_status[r.status] = by_status.get(r.status, 0) + 1
                 answered = self._answered.pop(r.upstream_id, None)
                 if answered is not None:
-                    self.metrics.receipt_latency.observe(now - answered)
+                    latencies.append(now - answered)
+        self.metrics.receipt_latency.observe_many(latencies)
         for status, n in by_status.items():
             self.metrics.receipts.labels(status).inc(n)
 

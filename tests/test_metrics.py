@@ -148,3 +148,28 @@ def test_healthz_of_a_server_whose_smsc_refuses_is_503(tmp_path: Path):
         assert "refused" in status["components"]["connector"]["detail"].lower()
         assert status["server"]["ready"] is False
         assert status["components"]["connector"]["url"] == f"smpp://esme:***@127.0.0.1:{smsc_port}"
+
+
+def test_batched_histogram_exposes_what_a_prometheus_histogram_would():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from ftpbatch.metrics import BatchedHistogram
+
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    # on a bound, between bounds, below the first, above the last
+    values = [0.0005, 0.001, 0.002, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0, 7.5] * 3
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("x_seconds", "doc", buckets=buckets, registry=theirs)
+    batched = BatchedHistogram("x_seconds", "doc", buckets, ours, fold_at=7)  # folds part-way, the rest at scrape
+    for value in values:
+        reference.observe(value)
+    batched.observe_many(values[:20])
+    batched.observe(values[20])
+    batched.observe_many(values[21:])
+
+    def samples(registry: CollectorRegistry) -> dict[str, str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return dict(line.rsplit(" ", 1) for line in lines if line.startswith("x_seconds") and "_created" not in line)
+
+    assert samples(ours) == samples(theirs)
+    assert samples(ours)['x_seconds_bucket{le="0.001"}'] == "6.0"

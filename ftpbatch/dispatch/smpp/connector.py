@@ -95,7 +95,7 @@ class _Job:
 
 
 class _Part:
-    __slots__ = ("body", "in_doubt", "in_flight", "index", "job", "kwargs", "tries")
+    __slots__ = ("body", "deadline", "in_doubt", "in_flight", "index", "job", "kwargs", "timed_out", "tries")
 
     def __init__(self, job: _Job, index: int, body: bytes, kwargs: dict[str, Any]) -> None:
         self.job = job
@@ -105,6 +105,8 @@ class _Part:
         self.tries = 0
         self.in_flight = False  # counted in the window right now
         self.in_doubt = False  # sent, and no answer yet says whether the SMSC took it
+        self.deadline = 0.0  # loop time by which its submit_sm_resp is due (while in flight)
+        self.timed_out = False  # the watchdog cancelled its wait for the answer
 
 
 class _Session:
@@ -318,7 +320,12 @@ class SmppConnector(Connector):
     def _init_loop_state(self) -> None:
         self._stop_event = asyncio.Event()
         self._parts: deque[_Part] = deque()
-        self._parts_ready = asyncio.Event()
+        # Workers waiting for a part, each on its own future: a hand-over wakes
+        # as many as there are new parts, not all fifty of them.
+        self._idle_workers: deque[asyncio.Future[None]] = deque()
+        # Parts whose submit_sm_resp is awaited, and the worker task awaiting it
+        # (see _watch_answers: one watchdog instead of a timer per submit).
+        self._awaiting: dict[_Part, asyncio.Task[Any]] = {}
         self._jobs: set[_Job] = set()
         self._draining = False
         self._inflight = 0
@@ -341,7 +348,16 @@ class SmppConnector(Connector):
         for job in jobs:
             self._jobs.add(job)
             self._parts.extend(job.parts)
-        self._parts_ready.set()
+        self._wake_workers(len(self._parts))
+
+    def _wake_workers(self, count: int | None = None) -> None:
+        """Wake ``count`` idle workers (all when None)."""
+        while self._idle_workers and (count is None or count > 0):
+            waiter = self._idle_workers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if count is not None:
+                    count -= 1
 
     def _finish(self, job: _Job, result: SubmitResult) -> None:
         if job.done:
@@ -495,6 +511,7 @@ class SmppConnector(Connector):
         tasks = [asyncio.create_task(self._worker(session)) for _ in range(self.window)]
         tasks += [asyncio.create_task(self._reader(session, smsc)) for smsc in session.smscs]
         tasks.append(asyncio.create_task(self._watch(session)))
+        tasks.append(asyncio.create_task(self._watch_answers()))
         dead = asyncio.ensure_future(session.dead.wait())
         stop = asyncio.ensure_future(self._stop_event.wait())
         await asyncio.wait({dead, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -503,7 +520,7 @@ class SmppConnector(Connector):
         if self._stop_event.is_set() and not session.dead.is_set():
             # Stop: nothing new goes out; what is in flight may still be answered.
             self._draining = True
-            self._parts_ready.set()
+            self._wake_workers()
             for job in [j for j in self._jobs if not any(p.in_flight for p in j.parts)]:
                 self._retry(job, "connector stopping")
             self._parts.clear()
@@ -533,8 +550,9 @@ class SmppConnector(Connector):
                 part = self._parts.popleft()
                 if not part.job.done:
                     return part
-            self._parts_ready.clear()
-            await self._parts_ready.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_workers.append(waiter)
+            await waiter
 
     async def _worker(self, session: _Session) -> None:
         while not session.dead.is_set():
@@ -588,10 +606,21 @@ class SmppConnector(Connector):
             self._inflight += 1
             self._idle.clear()
             message_id = ""
+            task = asyncio.current_task()
+            assert task is not None
+            cancelling = task.cancelling()
+            part.deadline = loop.time() + s.response_timeout
+            part.timed_out = False
+            self._awaiting[part] = task
             try:
-                async with asyncio.timeout(s.response_timeout):
+                try:
                     resp = await session.tx.submit_sm(job.message.destination, part.body, **part.kwargs)
-            except TimeoutError:
+                finally:
+                    del self._awaiting[part]
+            except asyncio.CancelledError:
+                # The watchdog's cancel is a timeout; any other (stop, session end) goes on up.
+                if not part.timed_out or task.uncancel() > cancelling:
+                    raise
                 self._landed(part)
                 self.stats["timeouts"] += 1
                 self._retry(job, f"no submit_sm_resp within {s.response_timeout:g}s")
@@ -640,6 +669,24 @@ class SmppConnector(Connector):
             self._finish(job, SubmitResult(job.message.message_id, job.message.attempt,
                                            error_code=outcome.code, error_text=outcome.text))
             return True
+
+    async def _watch_answers(self) -> None:
+        """Cancel the waits for submit_sm_resp that are overdue (the worker turns that into a retry).
+
+        One look every few tenths of a second instead of a timer per submit:
+        at thousands of submits a second, creating and cancelling those timers
+        was a tenth of the loop's time. An answer is given up at most one tick
+        after ``response_timeout``.
+        """
+        tick = min(0.25, self.settings.response_timeout / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for part, task in list(self._awaiting.items()):
+                if part.deadline <= now and not part.timed_out:
+                    part.timed_out = True
+                    task.cancel()
 
     async def _dies_soon(self, session: _Session, within: float = 0.25) -> bool:
         """Whether a failed submit_sm was the connection going down.

@@ -55,7 +55,7 @@ def rows_for(name: str, results: list[dict]) -> list[tuple[str, str, str, str]]:
                           f"read_csv {r['baseline_read_csv_s']} s", f"{r['ratio']}x"))
             table.append(("ingest peak RSS", f"{r['ftpbatch_peak_rss_mb']} MB", f"read_csv {r['baseline_peak_rss_mb']} MB", ""))
         elif name == "dispatch":
-            table.append((f"dispatch {r['messages']:,} msgs w/ receipts", f"{r['ftpbatch_msgs_per_s_with_receipts']}/s",
+            table.append((f"dispatch {r['messages']:,} msgs w/ receipts, mean of {r['rounds']}", f"{r['ftpbatch_msgs_per_s_with_receipts']}/s",
                           f"bare smpp34 {r['bare_smpp34_msgs_per_s_with_receipts']}/s", f"{r['ratio']}x"))
         elif name == "latency":
             table.append((f"upload {r['rows']} rows -> first submit (med/p95)",

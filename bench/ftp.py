@@ -30,9 +30,10 @@ from _servers import PASSWORD, USER, BarePyftpdlib, FtpbatchServer, Vsftpd  # no
 
 BLOCK = 1 << 20
 STORM_TIMEOUT = 60.0  # seconds for one storm login, and for the storm child to finish
-# The upload that runs through the storm stops after this many bytes: at
-# 2-3 GB/s on loopback that is several seconds, far more than a storm takes.
-STORM_UPLOAD_LIMIT = 12 << 30
+# The upload that runs through the storm rewrites one file of this size over
+# and over (see _keep_uploading), so what it writes stays bounded however long
+# the storm takes.
+STORM_FILE = 1 << 30
 
 
 class _Repeat:
@@ -78,27 +79,49 @@ def curl_upload(port: int, path: Path, name: str) -> float:
 
 
 class _Stream:
-    """An upload body that counts what it handed over, until told to stop or ``limit`` bytes are out.
+    """The storm upload's body: counts what it handed over, until told to stop."""
 
-    The limit keeps a storm that never ends from filling the disk (or, on
-    tmpfs, the memory); ``exhausted`` says the measurement was cut short.
-    """
-
-    def __init__(self, limit: int) -> None:
+    def __init__(self) -> None:
         self.chunk = os.urandom(BLOCK)
-        self.limit = limit
         self.sent = 0
         self.stop = threading.Event()
+        self.primed = threading.Event()  # the file exists at full size: laps only overwrite it
 
-    @property
-    def exhausted(self) -> bool:
-        return self.sent >= self.limit
+    def lap(self, size: int) -> "_Lap":
+        return _Lap(self, size)
+
+
+class _Lap:
+    """``size`` bytes of a _Stream (fewer if it is stopped), as one STOR's file."""
+
+    def __init__(self, stream: _Stream, size: int) -> None:
+        self.stream = stream
+        self.left = size
 
     def read(self, n: int = BLOCK) -> bytes:
-        if self.stop.is_set() or self.exhausted:
+        if self.stream.stop.is_set() or self.left <= 0:
             return b""
-        self.sent += BLOCK
-        return self.chunk
+        self.left -= BLOCK
+        self.stream.sent += BLOCK
+        return self.stream.chunk
+
+
+def _keep_uploading(client: ftplib.FTP, stream: _Stream, path: str) -> None:
+    """Upload until ``stream`` is stopped, overwriting ``path`` (a .part name) from byte 1 on every lap.
+
+    One endless STOR would grow the file by gigabytes a second; past a few
+    gigabytes the machine's fresh memory (tmpfs) or its disk write-back slows
+    every writer, and the benchmark would measure that instead of the server
+    (a transfer fell from 1.7 to 0.3 GB/s a few seconds in, storm or not).
+    Rewriting the same pages costs the server the same per byte and keeps
+    the file at STORM_FILE. Each lap costs a PASV, REST and STOR, alone and
+    during the storm alike. The first upload, which allocates the file, is
+    not counted.
+    """
+    client.storbinary(f"STOR {path}", _Repeat(STORM_FILE + 1), blocksize=BLOCK)
+    stream.primed.set()
+    while not stream.stop.is_set():
+        client.storbinary(f"STOR {path}", stream.lap(STORM_FILE), blocksize=BLOCK, rest=1)
 
 
 def _rate(stream: _Stream, seconds: float) -> float:
@@ -205,15 +228,17 @@ def login_storm(port: int, clients: int) -> dict[str, float]:
     try:
         if child.stdout.readline().strip() != "ready":
             raise RuntimeError(f"storm child did not start (exit code {child.wait()})")
-        stream = _Stream(STORM_UPLOAD_LIMIT)
+        stream = _Stream()
         uploader = ftplib.FTP()
         uploader.connect("127.0.0.1", port)
         uploader.login(USER, PASSWORD)
         transfer = threading.Thread(
-            target=lambda: uploader.storbinary("STOR /inbox/storm.part", stream, blocksize=BLOCK), daemon=True
+            target=_keep_uploading, args=(uploader, stream, "/inbox/storm.part"), daemon=True
         )
         transfer.start()
         try:
+            if not stream.primed.wait(STORM_TIMEOUT):
+                raise RuntimeError("the storm upload's file was not written within the timeout")
             time.sleep(0.3)  # let it reach full speed
             alone = _rate(stream, 0.5)
             before, started = stream.sent, time.perf_counter()
@@ -227,8 +252,6 @@ def login_storm(port: int, clients: int) -> dict[str, float]:
             transfer.join()
         if not done.startswith("done "):
             raise RuntimeError(f"login storm failed (storm child exit code {child.wait()}, its stderr above)")
-        if stream.exhausted:
-            raise RuntimeError(f"the upload reached {STORM_UPLOAD_LIMIT >> 30} GiB before the storm was over")
         uploader.delete("/inbox/storm.part")
         uploader.quit()
         if child.wait(STORM_TIMEOUT) != 0:
@@ -288,7 +311,7 @@ def main() -> None:
         if not Vsftpd.available():
             print("vsftpd could not be installed (needs root and apt); running without it", file=sys.stderr)
     size = args.mb * 1_000_000
-    work_dir = args.work_dir or memory_backed_dir(STORM_UPLOAD_LIMIT + 3 * size + (1 << 30))
+    work_dir = args.work_dir or memory_backed_dir(STORM_FILE + 3 * size + (1 << 30))
     if work_dir is None:
         print("no tmpfs with room (/dev/shm): servers write to disk, whose write-back may set the speeds", file=sys.stderr)
     results = []

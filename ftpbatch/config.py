@@ -51,7 +51,7 @@ class FtpSettings:
     #: New connections accepted per second, with up to ``accept_burst`` at
     #: once; the rest wait in the accept queue, so that a login storm cannot
     #: take the CPU from uploads in progress (see ftp/pacing.py). 0: no limit.
-    accept_rate: float = 150.0
+    accept_rate: float = 100.0
     accept_burst: int = 30
     #: Seconds a failed login waits before its reply (slows guessing).
     auth_failed_delay: float = 1.0
@@ -286,7 +286,7 @@ ban_failures = 10          # failed logins from one address within ban_window s 
 ban_window = 600
 ban_seconds = 900          # ... ban it this long (ftpbatch ban list | lift ADDRESS)
 min_free_mb = 100          # uploads refused below this much free disk
-accept_rate = 150          # new connections per second (30 at once); the rest wait their turn; 0 = no limit
+accept_rate = 100          # new connections per second (30 at once); the rest wait their turn; 0 = no limit
 
 [intake]
 settle_seconds = 0.3

@@ -239,8 +239,8 @@ def login_storm(port: int, clients: int) -> dict[str, float]:
         try:
             if not stream.primed.wait(STORM_TIMEOUT):
                 raise RuntimeError("the storm upload's file was not written within the timeout")
-            time.sleep(0.3)  # let it reach full speed
-            alone = _rate(stream, 0.5)
+            time.sleep(1.0)  # let it reach full speed (overwriting, it ramps up over ~0.6 s)
+            alone = _rate(stream, 1.0)
             before, started = stream.sent, time.perf_counter()
             child.stdin.write("go\n")
             child.stdin.flush()

@@ -1,0 +1,97 @@
+"""Big reports written by the report process: the same bytes, and never skipped when it fails."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ftpbatch.config import load_settings
+from ftpbatch.models import Product
+from ftpbatch.report.files import Counts, report_names
+from ftpbatch.report.reporter import OFFLOAD_ROWS
+from ftpbatch.service import Gateway
+
+from .helpers import parse_report
+
+
+@pytest.fixture
+def gateway(tmp_path: Path):
+    settings = load_settings(tmp_path / "root", {"dispatch": {"connector": "sim://?receipt_delay=0"}, "report": {"interval": 0.05}})
+    gateway = Gateway(settings, ftp=False, watch_inboxes=False, node_id="report-process")
+    gateway.ledger.add_product(Product("bulk", "unused", duplicate_window_hours=0))
+    yield gateway
+    gateway.stop()
+
+
+def send(gateway: Gateway, tmp_path: Path, rows: int) -> str:
+    source = tmp_path / "bulk.csv"
+    source.write_text("to,text\n" + "".join(f"4477{n:08d},Report process test {n}\n" for n in range(rows)))
+    return gateway.submit_file(source, "bulk").id
+
+
+def wait_complete(gateway: Gateway, batch_id: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = gateway.ledger.get_batch(batch_id)
+        reported = {seq for seq, _ in gateway.ledger.unreported_batches()}
+        if batch is not None and batch.state == "complete" and batch.seq not in reported:
+            return batch
+        time.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} not reported complete: {gateway.ledger.get_batch(batch_id)}")
+
+
+def report_files(gateway: Gateway, batch) -> tuple[Path, Path]:
+    summary, csv = report_names(batch)
+    folder = gateway.storage.reports("bulk")
+    return folder / summary, folder / csv
+
+
+def test_a_big_batch_is_reported_by_the_process_byte_for_byte_as_in_process(gateway: Gateway, tmp_path: Path):
+    rows = OFFLOAD_ROWS + 500
+    gateway.start()
+    batch = wait_complete(gateway, send(gateway, tmp_path, rows))
+    assert gateway.reporter.process._child is not None  # the helper wrote it
+    summary_path, csv_path = report_files(gateway, batch)
+    from_process = (summary_path.read_bytes(), csv_path.read_bytes())
+    report = parse_report(csv_path.read_text())
+    assert len(report) == rows and {r["status"] for r in report} == {"004"}
+
+    counts = Counts.tally(gateway.ledger.status_counts(batch.seq))
+    gateway.reporter.writer.write(batch, counts)  # the same batch, rendered in this process
+    assert (summary_path.read_bytes(), csv_path.read_bytes()) == from_process
+
+
+def test_a_dead_report_process_costs_no_report(gateway: Gateway, tmp_path: Path):
+    gateway.reporter.offload_rows = 1  # every batch goes to the helper
+    gateway.start()
+    first = wait_complete(gateway, send(gateway, tmp_path, 20))
+    child = gateway.reporter.process._child
+    assert child is not None
+    child.kill()
+    child.wait()
+    second = wait_complete(gateway, send(gateway, tmp_path, 30))  # written here, then by a new helper
+    for batch, rows in ((first, 20), (second, 30)):
+        _, csv_path = report_files(gateway, batch)
+        assert len(parse_report(csv_path.read_text())) == rows
+    assert gateway.reporter.process._child is not child
+
+
+def test_a_report_process_that_cannot_start_leaves_the_report_to_the_reporter(gateway: Gateway, tmp_path: Path, caplog):
+    from ftpbatch.report.render_process import ReportProcess
+
+    gateway.start()
+    batch = wait_complete(gateway, send(gateway, tmp_path, 10))
+    summary_path, csv_path = report_files(gateway, batch)
+    summary_path.unlink()
+    csv_path.unlink()
+    not_a_ledger = tmp_path / "a-folder.db"
+    not_a_ledger.mkdir()  # SQLite cannot open it: the helper exits at start-up
+    broken = ReportProcess(not_a_ledger, gateway.storage.root, gateway.reporter.writer)
+    try:
+        broken.write(batch, Counts.tally(gateway.ledger.status_counts(batch.seq)))
+    finally:
+        broken.close()
+    assert len(parse_report(csv_path.read_text())) == 10 and summary_path.exists()
+    assert "writing it here" in caplog.text

@@ -78,6 +78,23 @@ def test_stale_or_repeated_answers_change_nothing(ledger: Ledger):
     assert statuses(ledger, seq) == {"004": 1}
 
 
+def test_a_window_of_answers_and_receipts_in_one_call_each(ledger: Ledger):
+    seq = new_batch(ledger, 2500)  # more than one statement's worth of rows
+    messages = ledger.lease("node", "acme", 2500, time.time(), 60)
+    ledger.record_results("sim", [SubmitResult(m.message_id, m.attempt, upstream_id=f"u{m.message_id}") for m in messages])
+    assert statuses(ledger, seq) == {"003": 2500}
+    receipts = [Receipt("sim", f"u{m.message_id}", codes.DELIVERED, NOW) for m in messages[:2000]]
+    # the same message twice in one call: the first receipt decides, as when they come one by one
+    receipts.append(Receipt("sim", f"u{messages[0].message_id}", codes.UNDELIVERABLE, NOW, "late contradiction"))
+    receipts += [Receipt("sim", f"u{m.message_id}", codes.UNDELIVERABLE, NOW, "absent subscriber") for m in messages[2000:]]
+    assert ledger.record_receipts(receipts) == 0
+    assert statuses(ledger, seq) == {"004": 2000, "007": 500}
+    frame = pd.concat(ledger.report_frames(seq))
+    assert frame.loc[frame.row_no == 1, "error_text"].isna().all()
+    assert (frame.loc[frame.row_no > 2000, "error_text"] == "absent subscriber").all()
+    assert (frame.upstream_id == "u" + frame.row_no.astype(str)).all()  # every answer reached its own row
+
+
 def test_receipt_before_submit_answer_is_parked_then_applied(ledger: Ledger):
     seq = new_batch(ledger, 1)
     (message,) = ledger.lease("node", "acme", 1, time.time(), 60)

@@ -20,6 +20,7 @@ and applied when its submit answer is recorded.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 import time
@@ -54,6 +55,15 @@ _REPORT_COLUMNS = (
 # Product names are checked at creation (models.check_product_name); this
 # guards the one place a name is written into SQL text rather than bound.
 _SAFE_LITERAL = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# rows per UPDATE ... FROM (VALUES ...): within SQLite's 32,766 bound parameters
+_VALUES_CHUNK = 2000
+
+
+def _value_marks(rows: int, width: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([row] * rows)
 
 
 def _chunks(items: Sequence[object], size: int = _IN_CHUNK) -> Iterator[Sequence[object]]:
@@ -334,7 +344,8 @@ class MessageStore:
             return
         now = time.time()
         due = now + float(self.receipt_timeout)
-        ok = [(account, r.upstream_id, now, now, due, r.message_id, r.attempt) for r in results if r.upstream_id and not r.retry]
+        ok = list({(r.message_id, r.attempt): (r.upstream_id, r.message_id, r.attempt)
+                   for r in results if r.upstream_id and not r.retry}.values())
         failed = [
             (
                 codes.ROUTING_ERROR if r.error_code == codes.ROUTING_ERROR else codes.ERROR,
@@ -349,12 +360,13 @@ class MessageStore:
         ]
         retry = [(r.message_id, r.attempt) for r in results if r.retry]
         with self.db.transaction() as tx:
-            if ok:
-                tx.executemany(
-                    "UPDATE messages SET status = '003', account = ?, upstream_id = ?, submitted_at = ?, "
+            for part in _chunks(ok, _VALUES_CHUNK):
+                tx.execute(
+                    "UPDATE messages SET status = '003', account = ?, upstream_id = v.column1, submitted_at = ?, "
                     "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? "
-                    "WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
-                    ok,
+                    f"FROM (VALUES {_value_marks(len(part), 3)}) AS v "
+                    "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')",
+                    (account, now, now, due, *itertools.chain.from_iterable(part)),
                 )
             if failed:
                 tx.executemany(
@@ -372,7 +384,7 @@ class MessageStore:
             queue_callbacks_for_messages(tx, [r.message_id for r in results if not r.retry], now)
             self.touch_batches(tx, self._batches_of(tx, ids), now)
             if ok:
-                self._apply_parked(tx, account, [str(row[1]) for row in ok], now)
+                self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
 
     def record_receipts(self, receipts: Sequence[Receipt]) -> int:
         """Apply delivery receipts; park those whose message is not known yet. Returns the number parked."""
@@ -386,21 +398,23 @@ class MessageStore:
                 by_account.setdefault(receipt.account, []).append(receipt)
             for account, items in by_account.items():
                 known = self._find_upstream(tx, account, [r.upstream_id for r in items])
-                updates = []
+                updates: dict[int, tuple[str, str | None, int]] = {}
                 orphans = []
                 for r in items:
                     hit = known.get(r.upstream_id)
                     if hit is None:
                         orphans.append((account, r.upstream_id, r.status, r.error_text, now))
                     else:
-                        updates.append((r.status, r.error_text, now, hit[0]))
+                        updates.setdefault(hit[0], (r.status, r.error_text, hit[0]))  # the first receipt decides
                 if updates:
-                    tx.executemany(
-                        "UPDATE messages SET status = ?, error_text = COALESCE(?, error_text), updated_at = ? "
-                        "WHERE id = ? AND status IN ('002', '003', '011')",
-                        updates,
-                    )
-                    queue_callbacks_for_messages(tx, [u[3] for u in updates], now)
+                    for part in _chunks(list(updates.values()), _VALUES_CHUNK):
+                        tx.execute(
+                            "UPDATE messages SET status = v.column1, error_text = COALESCE(v.column2, messages.error_text), "
+                            f"updated_at = ? FROM (VALUES {_value_marks(len(part), 3)}) AS v "
+                            "WHERE messages.id = v.column3 AND messages.status IN ('002', '003', '011')",
+                            (now, *itertools.chain.from_iterable(part)),
+                        )
+                    queue_callbacks_for_messages(tx, list(updates), now)
                     self.touch_batches(tx, {v[1] for v in known.values()}, now)
                 if orphans:
                     tx.executemany(

@@ -15,6 +15,7 @@ import pytest
 
 from ftpbatch import codes
 from ftpbatch.dispatch.connector import SubmitResult
+from ftpbatch.errors import LedgerError
 from ftpbatch.ledger import Ledger
 from ftpbatch.ledger.blocks import BLOCK_ROWS
 
@@ -185,3 +186,16 @@ def test_usage_and_operator_totals_count_block_messages(ledger: Ledger):
     assert ledger.message_status_totals() == {("acme", "002"): MANY}
     assert ledger.queue_depth()["queued"] == MANY
     assert tallies(ledger, seq)["002"] == (MANY, MANY)
+
+
+def test_messages_are_never_paired_with_rows_whose_ids_were_not_assigned_in_order(ledger: Ledger):
+    seq = new_batch(ledger, rows(20))
+    # the largest possible rowid taken: SQLite now picks new rowids at random
+    ledger.db.connection().execute(
+        "INSERT INTO messages (id, batch_seq, row_no, product, destination, text, encoding, parts, status, updated_at) "
+        "VALUES (9223372036854775807, ?, 1000000, 'acme', '1', 'x', 'gsm7', 1, '006', ?)",
+        (seq, time.time()),
+    )
+    with pytest.raises(LedgerError):
+        ledger.lease("node", "acme", 20, time.time(), 60)
+    assert message_rows(ledger) == 1  # the transaction was rolled back: nothing taken, nothing half-made

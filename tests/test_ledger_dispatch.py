@@ -95,6 +95,22 @@ def test_a_window_of_answers_and_receipts_in_one_call_each(ledger: Ledger):
     assert (frame.upstream_id == "u" + frame.row_no.astype(str)).all()  # every answer reached its own row
 
 
+def test_one_call_with_open_final_and_unknown_receipts_parks_only_the_unknown(ledger: Ledger):
+    seq = new_batch(ledger, 3)
+    a, b, c = ledger.lease("node", "acme", 3, time.time(), 60)
+    ledger.record_results("sim", [SubmitResult(a.message_id, 1, upstream_id="ua"), SubmitResult(b.message_id, 1, upstream_id="ub")])
+    ledger.record_receipts([Receipt("sim", "ub", codes.DELIVERED, NOW)])
+    parked = ledger.record_receipts([
+        Receipt("sim", "ua", codes.UNDELIVERABLE, NOW, "absent"),  # open: applied
+        Receipt("sim", "ub", codes.UNDELIVERABLE, NOW, "too late"),  # already final: ignored, not parked
+        Receipt("sim", "uc", codes.DELIVERED, NOW),  # its submit answer is still to come: parked
+    ])
+    assert parked == 1
+    assert statuses(ledger, seq) == {"007": 1, "004": 1, "002": 1}
+    ledger.record_results("sim", [SubmitResult(c.message_id, 1, upstream_id="uc")])
+    assert statuses(ledger, seq) == {"007": 1, "004": 2}
+
+
 def test_receipt_before_submit_answer_is_parked_then_applied(ledger: Ledger):
     seq = new_batch(ledger, 1)
     (message,) = ledger.lease("node", "acme", 1, time.time(), 60)

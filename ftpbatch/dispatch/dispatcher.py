@@ -57,6 +57,8 @@ class Dispatcher:
         self._products_at = 0.0
         self._events: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._wake = threading.Event()
+        # Held while leasing: by the feeder, or by the sink right after a write freed room.
+        self._feeding = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         # Leased messages whose answer is not in the ledger yet. Capped so that
@@ -120,7 +122,8 @@ class Dispatcher:
                     last_sweep = now
                     if self.ledger.time_out_receipts(now):
                         self.on_change()
-                sent = self._feed_once(now) if self.connector.is_up else 0
+                with self._feeding:
+                    sent = self._feed_once(now) if self.connector.is_up else 0
             except Exception:  # keep dispatching whatever one round hit
                 log.exception("dispatch round failed; retrying")
                 sent = 0
@@ -218,5 +221,24 @@ class Dispatcher:
         if recorded:
             with self._in_flight_lock:
                 self._in_flight -= recorded
-            self._wake.set()
+            self._refill()
         self.on_change()
+
+    def _refill(self) -> None:
+        """Lease into the room the answers just freed, from this thread.
+
+        Waking the feeder instead costs a thread switch, and the GIL trade
+        with it, on every write, while the window waits for the next lease.
+        If the feeder is leasing right now, it sees the room itself.
+        """
+        if not self._feeding.acquire(blocking=False):
+            self._wake.set()
+            return
+        try:
+            if self.connector.is_up and not self._stopping.is_set():
+                self._feed_once(time.time())
+        except Exception:
+            log.exception("dispatch round after a write failed; the feeder retries")
+            self._wake.set()
+        finally:
+            self._feeding.release()

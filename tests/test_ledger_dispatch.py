@@ -111,6 +111,18 @@ def test_one_call_with_open_final_and_unknown_receipts_parks_only_the_unknown(le
     assert statuses(ledger, seq) == {"007": 1, "004": 2}
 
 
+def test_answers_and_receipts_in_one_call_apply_answers_first(ledger: Ledger):
+    seq = new_batch(ledger, 2)
+    a, b = ledger.lease("node", "acme", 2, time.time(), 60)
+    parked = ledger.record_answers(
+        "sim",
+        [SubmitResult(a.message_id, 1, upstream_id="ua"), SubmitResult(b.message_id, 1, upstream_id="ub")],
+        [Receipt("sim", "ua", codes.DELIVERED, NOW), Receipt("sim", "ux", codes.DELIVERED, NOW)],
+    )
+    assert parked == 1  # "ux" belongs to no message yet; "ua" found the answer given in the same call
+    assert statuses(ledger, seq) == {"004": 1, "003": 1}
+
+
 def test_receipt_before_submit_answer_is_parked_then_applied(ledger: Ledger):
     seq = new_batch(ledger, 1)
     (message,) = ledger.lease("node", "acme", 1, time.time(), 60)

@@ -201,15 +201,11 @@ class Dispatcher:
         delay = 0.1
         while True:
             try:
-                # results first: a receipt in the same gather finds its message
-                if results:
-                    self.ledger.record_results(self.connector.account, results)
-                    results = []
-                if receipts:
-                    parked = self.ledger.record_receipts(receipts)
-                    if parked:
-                        self.unmatched_receipts += parked
-                        log.info("%d receipt(s) arrived before their submit answer; parked in the ledger", parked)
+                # one transaction, answers first: a receipt in the same gather finds its message
+                parked = self.ledger.record_answers(self.connector.account, results, receipts)
+                if parked:
+                    self.unmatched_receipts += parked
+                    log.info("%d receipt(s) arrived before their submit answer; parked in the ledger", parked)
                 break
             except Exception:
                 # Answers are only in memory here: keep trying rather than drop

@@ -360,9 +360,28 @@ class MessageStore:
 
     def record_results(self, account: str, results: Sequence[SubmitResult]) -> None:
         """Apply submit answers in one transaction; stale attempts are ignored."""
-        if not results:
-            return
+        self.record_answers(account, results, ())
+
+    def record_receipts(self, receipts: Sequence[Receipt]) -> int:
+        """Apply delivery receipts; park those whose message is not known yet. Returns the number parked."""
+        return self.record_answers("", (), receipts)
+
+    def record_answers(self, account: str, results: Sequence[SubmitResult], receipts: Sequence[Receipt]) -> int:
+        """Submit answers (from ``account``), then receipts, in one transaction; returns the receipts parked.
+
+        The answers go first, so a receipt that came with its answer finds its
+        message. One transaction for both: the dispatcher's sink writes every
+        few milliseconds, and each commit costs.
+        """
+        if not results and not receipts:
+            return 0
         now = time.time()
+        with self.db.transaction() as tx:
+            if results:
+                self._apply_results(tx, account, results, now)
+            return self._apply_receipts(tx, receipts, now) if receipts else 0
+
+    def _apply_results(self, tx: sqlite3.Connection, account: str, results: Sequence[SubmitResult], now: float) -> None:
         due = now + float(self.receipt_timeout)
         ok = list({(r.message_id, r.attempt): (r.upstream_id, r.message_id, r.attempt)
                    for r in results if r.upstream_id and not r.retry}.values())
@@ -379,77 +398,71 @@ class MessageStore:
             if not r.retry and not r.upstream_id
         ]
         retry = [(r.message_id, r.attempt) for r in results if r.retry]
-        with self.db.transaction() as tx:
-            for part in _chunks(ok, _VALUES_CHUNK):
-                tx.execute(
-                    "UPDATE messages SET status = '003', account = ?, upstream_id = v.column1, submitted_at = ?, "
-                    "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? "
-                    f"FROM (VALUES {_value_marks(len(part), 3)}) AS v "
-                    "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')",
-                    (account, now, now, due, *itertools.chain.from_iterable(part)),
-                )
-            if failed:
-                tx.executemany(
-                    "UPDATE messages SET status = ?, error_code = ?, error_text = ?, updated_at = ?, "
-                    "lease_owner = NULL, lease_until = NULL WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
-                    failed,
-                )
-            if retry:
-                tx.executemany(
-                    "UPDATE messages SET lease_owner = NULL, lease_until = NULL "
-                    "WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
-                    retry,
-                )
-            ids = [r.message_id for r in results]
-            queue_callbacks_for_messages(tx, [r.message_id for r in results if not r.retry], now)
-            self.touch_batches(tx, self._batches_of(tx, ids), now)
-            if ok:
-                self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
+        for part in _chunks(ok, _VALUES_CHUNK):
+            tx.execute(
+                "UPDATE messages SET status = '003', account = ?, upstream_id = v.column1, submitted_at = ?, "
+                "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? "
+                f"FROM (VALUES {_value_marks(len(part), 3)}) AS v "
+                "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')",
+                (account, now, now, due, *itertools.chain.from_iterable(part)),
+            )
+        if failed:
+            tx.executemany(
+                "UPDATE messages SET status = ?, error_code = ?, error_text = ?, updated_at = ?, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
+                failed,
+            )
+        if retry:
+            tx.executemany(
+                "UPDATE messages SET lease_owner = NULL, lease_until = NULL "
+                "WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
+                retry,
+            )
+        ids = [r.message_id for r in results]
+        queue_callbacks_for_messages(tx, [r.message_id for r in results if not r.retry], now)
+        self.touch_batches(tx, self._batches_of(tx, ids), now)
+        if ok:
+            self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
 
-    def record_receipts(self, receipts: Sequence[Receipt]) -> int:
-        """Apply delivery receipts; park those whose message is not known yet. Returns the number parked."""
-        if not receipts:
-            return 0
-        now = time.time()
+    def _apply_receipts(self, tx: sqlite3.Connection, receipts: Sequence[Receipt], now: float) -> int:
         parked = 0
-        with self.db.transaction() as tx:
-            by_account: dict[str, list[Receipt]] = {}
-            for receipt in receipts:
-                by_account.setdefault(receipt.account, []).append(receipt)
-            for account, items in by_account.items():
-                # The first receipt for a message decides; a later one finds it final.
-                first: dict[str, Receipt] = {}
-                for r in items:
-                    first.setdefault(r.upstream_id, r)
-                upstream_ids = list(first)
-                # One statement per 2,000 receipts, joined on (account, upstream id):
-                # no read of the messages first, which stepped (and traded the GIL) per row.
-                changed = 0
-                for part in _chunks(list(first.values()), _VALUES_CHUNK):
-                    changed += tx.execute(
-                        "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
-                        f"updated_at = ? FROM (VALUES {_value_marks(len(part), 3)}) AS v "
-                        "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
-                        "AND messages.status IN ('002', '003', '011')",
-                        (now, *itertools.chain.from_iterable((r.upstream_id, r.status, r.error_text) for r in part), account),
-                    ).rowcount
-                if changed:
-                    queue_callbacks_for_upstream(tx, account, upstream_ids, now)  # the messages changed just now
-                    self._touch_batches_of_upstream(tx, account, upstream_ids, now)
-                if changed == len(first):
-                    continue  # every receipt found its message: nothing to park
-                # Some did not: those for a message already final are done; the
-                # others overtook their submit answer and wait in the ledger.
-                known = self._find_upstream(tx, account, upstream_ids)
-                orphans = [(account, r.upstream_id, r.status, r.error_text, now) for r in items if r.upstream_id not in known]
-                if orphans:
-                    tx.executemany(
-                        "INSERT INTO parked_receipts (account, upstream_id, status, error_text, received_at) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, upstream_id) DO UPDATE SET "
-                        "status = excluded.status, error_text = excluded.error_text, received_at = excluded.received_at",
-                        orphans,
-                    )
-                    parked += len(orphans)
+        by_account: dict[str, list[Receipt]] = {}
+        for receipt in receipts:
+            by_account.setdefault(receipt.account, []).append(receipt)
+        for account, items in by_account.items():
+            # The first receipt for a message decides; a later one finds it final.
+            first: dict[str, Receipt] = {}
+            for r in items:
+                first.setdefault(r.upstream_id, r)
+            upstream_ids = list(first)
+            # One statement per 2,000 receipts, joined on (account, upstream id):
+            # no read of the messages first, which stepped (and traded the GIL) per row.
+            changed = 0
+            for part in _chunks(list(first.values()), _VALUES_CHUNK):
+                changed += tx.execute(
+                    "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
+                    f"updated_at = ? FROM (VALUES {_value_marks(len(part), 3)}) AS v "
+                    "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
+                    "AND messages.status IN ('002', '003', '011')",
+                    (now, *itertools.chain.from_iterable((r.upstream_id, r.status, r.error_text) for r in part), account),
+                ).rowcount
+            if changed:
+                queue_callbacks_for_upstream(tx, account, upstream_ids, now)  # the messages changed just now
+                self._touch_batches_of_upstream(tx, account, upstream_ids, now)
+            if changed == len(first):
+                continue  # every receipt found its message: nothing to park
+            # Some did not: those for a message already final are done; the
+            # others overtook their submit answer and wait in the ledger.
+            known = self._find_upstream(tx, account, upstream_ids)
+            orphans = [(account, r.upstream_id, r.status, r.error_text, now) for r in items if r.upstream_id not in known]
+            if orphans:
+                tx.executemany(
+                    "INSERT INTO parked_receipts (account, upstream_id, status, error_text, received_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, upstream_id) DO UPDATE SET "
+                    "status = excluded.status, error_text = excluded.error_text, received_at = excluded.received_at",
+                    orphans,
+                )
+                parked += len(orphans)
         return parked
 
     def _touch_batches_of_upstream(self, tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:

@@ -56,7 +56,9 @@ def rows_for(name: str, results: list[dict]) -> list[tuple[str, str, str, str]]:
             table.append(("ingest peak RSS", f"{r['ftpbatch_peak_rss_mb']} MB", f"read_csv {r['baseline_peak_rss_mb']} MB", ""))
         elif name == "dispatch":
             table.append((f"dispatch {r['messages']:,} msgs w/ receipts, mean of {r['rounds']}", f"{r['ftpbatch_msgs_per_s_with_receipts']}/s",
-                          f"bare smpp34 {r['bare_smpp34_msgs_per_s_with_receipts']}/s", f"{r['ratio']}x"))
+                          f"bare smpp34 on uvloop {r['bare_smpp34_uvloop_msgs_per_s_with_receipts']}/s", f"{r['ratio']}x"))
+            table.append(("  the same, against bare smpp34 on asyncio", "",
+                          f"{r['bare_smpp34_msgs_per_s_with_receipts']}/s", f"{r['ratio_vs_bare_asyncio']}x"))
         elif name == "latency":
             table.append((f"upload {r['rows']} rows -> first submit (med/p95)",
                           f"{r['first_submit_ms_median']}/{r['first_submit_ms_p95']} ms",

@@ -60,6 +60,7 @@ from ... import codes
 from ...errors import ConnectorError
 from ..connector import Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
 from .encoding import EncodingError, Part, Splitter, build_parts
+from .loop import describe, new_event_loop
 from .receipts import is_receipt, normalise_submit_id, parse_receipt
 from .settings import SmppSettings, parse_url
 from .sockets import set_nodelay_to
@@ -196,7 +197,7 @@ class SmppConnector(Connector):
         ready = threading.Event()
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             asyncio.set_event_loop(loop)
             self._loop = loop
             self._init_loop_state()
@@ -428,7 +429,8 @@ class SmppConnector(Connector):
                 self._grace = None
             with self._cond:
                 self._refusing = False
-            self._state(True, f"bound {s.bind} to {s.host}:{s.port} as {s.system_id!r} (window {s.window})")
+            self._state(True, f"bound {s.bind} to {s.host}:{s.port} as {s.system_id!r} "
+                              f"(window {s.window}, {describe(asyncio.get_running_loop())})")
             started = time.monotonic()
             await self._serve(session)
             await self._close(session, unbind=self._stop_event.is_set())

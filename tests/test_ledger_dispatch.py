@@ -11,7 +11,7 @@ from ftpbatch import codes
 from ftpbatch.dispatch.connector import Receipt, SubmitResult
 from ftpbatch.dispatch.dispatcher import Dispatcher
 from ftpbatch.dispatch.sim import SimConnector
-from ftpbatch.dispatch.throttle import TokenBucket
+from ftpbatch.throttle import TokenBucket
 from ftpbatch.ledger import Ledger
 from ftpbatch.report.files import Counts
 

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 
 from ..ledger import Ledger
 from ..models import Product
+from ..throttle import TokenBucket
 from .connector import Connector, Receipt, SubmitResult
-from .throttle import TokenBucket
 
 log = logging.getLogger(__name__)
 

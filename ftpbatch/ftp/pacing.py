@@ -16,40 +16,11 @@ slightly later banner, not a refusal.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable
+from typing import Any
 
 from pyftpdlib.servers import FTPServer
 
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up; ``rate`` 0 means unlimited."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = max(1, burst)
-        self._clock = clock
-        self._tokens = float(self.burst)
-        self._updated = clock()
-
-    def take(self) -> bool:
-        """Spend a token if one is available."""
-        if self.rate <= 0:
-            return True
-        now = self._clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1.0 - 1e-9:  # refills add up in floating point
-            self._tokens = max(0.0, self._tokens - 1.0)
-            return True
-        return False
-
-    def wait(self) -> float:
-        """Seconds until the next token (0 when one is available now)."""
-        if self.rate <= 0:
-            return 0.0
-        missing = 1.0 - (self._tokens + (self._clock() - self._updated) * self.rate)
-        return max(0.0, missing / self.rate)
+from ..throttle import TokenBucket
 
 
 class PacedFTPServer(FTPServer):
@@ -63,9 +34,10 @@ class PacedFTPServer(FTPServer):
     def handle_accept(self) -> None:
         if self.paused:
             return  # a readiness event that was already queued when we paused
-        if not self.accept_budget.take():
+        if self.accept_budget.available() < 1:
             self._pause()
             return
+        self.accept_budget.take(1)
         super().handle_accept()
 
     def _pause(self) -> None:
@@ -73,7 +45,7 @@ class PacedFTPServer(FTPServer):
         # closes it) but stops the loop from waking for it.
         self.paused = True
         self.ioloop.modify(self._fileno, 0)
-        self.ioloop.call_later(self.accept_budget.wait(), self._resume, _errback=self.handle_error)
+        self.ioloop.call_later(self.accept_budget.wait_time(), self._resume, _errback=self.handle_error)
 
     def _resume(self) -> None:
         if not self.paused or self._fileno is None or self._fileno not in self.ioloop.socket_map:

@@ -1,21 +1,25 @@
-"""Token buckets: throughput limits per connector and per product."""
+"""Token buckets: throughput limits per connector and per product, and the FTP accept rate."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` saved up. ``rate`` <= 0: unlimited."""
 
-    def __init__(self, rate: float | None, burst: float | None = None) -> None:
+    def __init__(
+        self, rate: float | None, burst: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = float(rate or 0.0)
         # One second's worth of burst: smooth enough for an SMSC's per-second
         # limit, large enough that lease batches stay efficient.
         self.burst = float(burst if burst is not None else max(self.rate, 1.0))
+        self._clock = clock
         self._tokens = self.burst
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._lock = threading.Lock()
 
     @property
@@ -48,6 +52,6 @@ class TokenBucket:
             return max(0.0, missing / self.rate)
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now

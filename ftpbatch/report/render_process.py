@@ -23,6 +23,7 @@ thread, as before: a report is never skipped.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import struct
 import subprocess
@@ -68,9 +69,12 @@ class ReportProcess:
             log.warning("the report process exited (code %s); starting a new one", self._child.returncode)
             self.close()
         if self._child is None:
+            # the same ftpbatch as this process, installed or not
+            package_parent = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
             self._child = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(self.db_path), str(self.root)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # stderr: the gateway's, for its log lines
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,  # stderr: the gateway's, for its log lines
             )
         return self._child
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from ftpbatch.config import load_settings  # noqa: E402
 from ftpbatch.models import Product  # noqa: E402
 from ftpbatch.report.files import Counts  # noqa: E402
 from ftpbatch.service import Gateway  # noqa: E402
+
+from _output import print_result  # noqa: E402
 
 
 def run_ftpbatch(port: int, messages: int, window: int, workdir: Path) -> dict[str, float]:
@@ -177,10 +178,7 @@ def main() -> None:
         "ftpbatch_each_round": [round(r) for r in our_rates],
         "ftpbatch_delivered_each_round": delivered,
     }
-    print(f"{'measure':<36}{'value':>12}")
-    for key, value in result.items():
-        print(f"{key:<36}{value!s:>12}")
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _output import print_result  # noqa: E402  (bench/ is on the path when run as a script)
+
 WORDS = (
     "your order has shipped and will arrive tomorrow between nine and five thanks for shopping with us "
     "reminder appointment at the clinic on monday please reply yes to confirm balance is low top up now "
@@ -136,10 +138,7 @@ def main() -> None:
         "ftpbatch_peak_rss_mb": round(ours["peak_rss_mb"]),
         "queued_rows": ours["rows"],
     }
-    print(f"{'measure':<34}{'value':>14}")
-    for key, value in result.items():
-        print(f"{key:<34}{value!s:>14}")
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -420,7 +420,7 @@ class MessageStore:
             )
         ids = [r.message_id for r in results]
         queue_callbacks_for_messages(tx, [r.message_id for r in results if not r.retry], now)
-        self.touch_batches(tx, self._batches_of(tx, ids), now)
+        self._touch_batches_of_messages(tx, ids, now)
         if ok:
             self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
 
@@ -465,14 +465,21 @@ class MessageStore:
                 parked += len(orphans)
         return parked
 
+    def _touch_batches_of_messages(self, tx: sqlite3.Connection, message_ids: Sequence[int], now: float) -> None:
+        for part in _chunks(list(message_ids)):
+            self._touch_batches_where(tx, f"id IN ({', '.join('?' * len(part))})", tuple(part), now)
+
     def _touch_batches_of_upstream(self, tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
         for part in _chunks(list(upstream_ids)):
-            marks = ", ".join("?" for _ in part)
-            tx.execute(
-                "UPDATE batches SET version = version + 1, updated_at = ? WHERE seq IN "
-                f"(SELECT batch_seq FROM messages WHERE account = ? AND upstream_id IN ({marks}))",
-                (now, account, *part),
-            )
+            self._touch_batches_where(tx, f"account = ? AND upstream_id IN ({', '.join('?' * len(part))})", (account, *part), now)
+
+    def _touch_batches_where(self, tx: sqlite3.Connection, condition: str, params: tuple[object, ...], now: float) -> None:
+        """Bump the batches holding the messages that match ``condition`` (one statement), so their reports get rewritten."""
+        tx.execute(
+            "UPDATE batches SET version = version + 1, updated_at = ? "
+            f"WHERE seq IN (SELECT batch_seq FROM messages WHERE {condition})",
+            (now, *params),
+        )
 
     def _find_upstream(self, tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         found: dict[str, tuple[int, int]] = {}
@@ -503,13 +510,6 @@ class MessageStore:
             tx.executemany(
                 "DELETE FROM parked_receipts WHERE account = ? AND upstream_id = ?", [(account, p[0]) for p in parked]
             )
-
-    def _batches_of(self, tx: sqlite3.Connection, message_ids: Sequence[int]) -> set[int]:
-        seqs: set[int] = set()
-        for part in _chunks(list(message_ids)):
-            marks = ", ".join("?" for _ in part)
-            seqs.update(r[0] for r in tx.execute(f"SELECT DISTINCT batch_seq FROM messages WHERE id IN ({marks})", part))
-        return seqs
 
     def time_out_receipts(self, now: float) -> int:
         """Stop waiting for receipts that are overdue; their batches may complete."""

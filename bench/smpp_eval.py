@@ -191,7 +191,7 @@ def run_aiosmpplib(port: int, count: int, window: int) -> float:
 
 # --- ftpbatch's SmppConnector (smpp34 inside) -----------------------------
 def run_connector(port: int, count: int, window: int) -> float:
-    from ftpbatch.dispatch.connector import OutboundMessage
+    from ftpbatch.models import OutboundMessage
     from ftpbatch.dispatch.smpp import SmppConnector
     from tests.smsc.events import CollectingEvents
 

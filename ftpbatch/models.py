@@ -1,7 +1,11 @@
-"""Domain records shared by the stages: products and batches."""
+"""Domain records shared by the stages: products, batches, and the records
+that pass between the ledger and the connectors (leased messages, submit
+answers, receipts). Plain records live here, at the bottom, so that the
+ledger never imports a stage above it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -127,3 +131,47 @@ class Batch:
     callback_level: int | None = None
     rows: int = 0
     completed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One leased message, as the connector needs it."""
+
+    message_id: int  # ledger id
+    attempt: int  # lease attempt; echoed back so stale answers are ignored
+    product: str
+    destination: str  # E.164 digits, no '+'
+    sender: str | None  # None: the SMSC's default
+    text: str
+    encoding: str  # "gsm7" or "ucs2" (decided by the rules stage)
+    parts: int  # as counted by the rules stage
+    validity_minutes: int | None = None
+    reference: str | None = None  # the sender's climsgid
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """The upstream's answer to one submit.
+
+    Exactly one of ``upstream_id`` and ``error_code`` is set, unless
+    ``retry`` is true: then the message goes back to the queue untouched
+    (throttled, connection lost before an answer, ...).
+    """
+
+    message_id: int
+    attempt: int
+    upstream_id: str | None = None
+    error_code: str | None = None  # a §6 code: "005", "009", "105", ...
+    error_text: str | None = None
+    retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery receipt, correlated by the ledger, not by the connector."""
+
+    account: str
+    upstream_id: str
+    status: str  # "004", "007", "010" or "005"
+    at: dt.datetime
+    error_text: str | None = None

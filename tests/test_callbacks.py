@@ -17,7 +17,7 @@ import pytest
 
 from ftpbatch import codes
 from ftpbatch.config import load_settings
-from ftpbatch.dispatch.connector import Receipt, SubmitResult
+from ftpbatch.models import Receipt, SubmitResult
 from ftpbatch.ledger import Ledger
 from ftpbatch.models import Product
 from ftpbatch.report.callbacks import CallbackSender

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ftpbatch import codes
-from ftpbatch.dispatch.connector import SubmitResult
+from ftpbatch.models import SubmitResult
 from ftpbatch.errors import LedgerError
 from ftpbatch.ledger import Ledger
 from ftpbatch.ledger.blocks import BLOCK_ROWS

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 
 from ftpbatch import codes
-from ftpbatch.dispatch.connector import Receipt, SubmitResult
+from ftpbatch.models import Receipt, SubmitResult
 from ftpbatch.dispatch.dispatcher import Dispatcher
 from ftpbatch.dispatch.sim import SimConnector
 from ftpbatch.throttle import TokenBucket

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ftpbatch.dispatch.connector import OutboundMessage
+from ftpbatch.models import OutboundMessage
 from ftpbatch.dispatch.smpp import SmppConnector
 from ftpbatch.dispatch.smpp.encoding import unpack_septets
 from ftpbatch.dispatch.smpp.sockets import nodelay_states

@@ -16,53 +16,11 @@ thread; the dispatcher queues the events and writes them in bulk.
 from __future__ import annotations
 
 import abc
-import datetime as dt
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from ..models import OutboundMessage, Receipt, SubmitResult
 
-@dataclass(frozen=True, slots=True)
-class OutboundMessage:
-    """One leased message, as the connector needs it."""
-
-    message_id: int  # ledger id
-    attempt: int  # lease attempt; echoed back so stale answers are ignored
-    product: str
-    destination: str  # E.164 digits, no '+'
-    sender: str | None  # None: the SMSC's default
-    text: str
-    encoding: str  # "gsm7" or "ucs2" (decided by the rules stage)
-    parts: int  # as counted by the rules stage
-    validity_minutes: int | None = None
-    reference: str | None = None  # the sender's climsgid
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    """The upstream's answer to one submit.
-
-    Exactly one of ``upstream_id`` and ``error_code`` is set, unless
-    ``retry`` is true: then the message goes back to the queue untouched
-    (throttled, connection lost before an answer, ...).
-    """
-
-    message_id: int
-    attempt: int
-    upstream_id: str | None = None
-    error_code: str | None = None  # a §6 code: "005", "009", "105", ...
-    error_text: str | None = None
-    retry: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A delivery receipt, correlated by the ledger, not by the connector."""
-
-    account: str
-    upstream_id: str
-    status: str  # "004", "007", "010" or "005"
-    at: dt.datetime
-    error_text: str | None = None
+__all__ = ["Connector", "ConnectorEvents", "OutboundMessage", "Receipt", "SubmitResult"]
 
 
 class ConnectorEvents(Protocol):

@@ -21,7 +21,8 @@ from typing import Callable, Sequence
 from ..ledger import Ledger
 from ..models import Product
 from ..throttle import TokenBucket
-from .connector import Connector, Receipt, SubmitResult
+from ..models import Receipt, SubmitResult
+from .connector import Connector
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import pandas as pd
 
 from .. import codes
-from ..dispatch.connector import OutboundMessage, Receipt, SubmitResult
+from ..models import OutboundMessage, Receipt, SubmitResult
 from ..errors import LedgerError
 from .blocks import BlockCache, BlockRows, pack, unpack
 from .db import Database

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ftpbatch.dispatch.connector import Receipt, SubmitResult
+from ftpbatch.models import Receipt, SubmitResult
 
 
 class CollectingEvents:

@@ -1,6 +1,10 @@
 """The operator's command line (DESIGN.md §10). Thin: parse flags, call the stages, map errors.
 
 Exit codes: 0 ok, 1 operational error, 2 usage error; an error is one line on stderr.
+
+Start-up time matters here (an operator's shell loop runs ``product list`` or
+``status`` many times): pandas, pyarrow, prometheus_client and argon2 are
+imported only by the commands that use them, inside the command functions.
 """
 
 from __future__ import annotations
@@ -9,24 +13,26 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import re
 import secrets
+import shutil
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import __version__, codes
-from .config import DEFAULT_TOML, Settings, load_settings
-from .errors import FtpbatchError, ProductError, UsageError
-from .ledger import Ledger
+from . import __version__
+from .config import DEFAULT_TOML, SETTINGS_FILE, Settings, load_settings, root_path
+from .errors import FtpbatchError, NotFound, ProductError, UsageError
 from .logs import configure as configure_logs
 from .logs import redact_url
 from .models import Product, check_product_name, parse_allow_ip
-from .passwords import hash_password
-from .report.files import Counts, iso, summary_document
 from .storage import LocalStorage
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 log = logging.getLogger("ftpbatch")
 
@@ -55,8 +61,40 @@ def _product_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retention-days", type=int, help="days archived files and reports are kept (0 = forever; default: the server's)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ftpbatch", description="FTP batch gateway for bulk SMS.")
+def invoked_as(argv0: str | None = None) -> str:
+    """How the user ran this command, for the hints it prints (``.venv/bin/ftpbatch``, ``python -m ftpbatch``).
+
+    ``scripts/start`` installs into .venv without putting it on PATH, so a
+    hint saying plain ``ftpbatch`` would name a command the shell cannot find.
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(argv0)
+    if name in ("__main__.py", "-m", "-c", "") or not argv0:
+        python = sys.executable
+        if shutil.which(os.path.basename(python)) == python:
+            python = os.path.basename(python)
+        else:
+            python = _relative(python)
+        return f"{python} -m ftpbatch"
+    found = shutil.which(name)
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return name  # on PATH: the bare name works
+    return _relative(argv0)
+
+
+def _relative(path: str) -> str:
+    """``path`` as typed if relative, else relative to here when it is below here."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path
+
+
+def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="FTP batch gateway for bulk SMS.")
     parser.add_argument("--root", help="data root (default: $FTPBATCH_ROOT or ./ftpbatch-data)")
     parser.add_argument("--version", action="version", version=f"ftpbatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -142,15 +180,40 @@ def _date(text: str) -> dt.date:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prog = invoked_as() if argv is None else "ftpbatch"
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
+        args.prog = prog
+        if args.command != "init":
+            _require_root(args)
         handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except FtpbatchError as exc:
         print(f"ftpbatch: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `ftpbatch batch list | head -3`: the reader has what it wanted. Point
+        # stdout at /dev/null so the interpreter's last flush stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+
+
+def _require_root(args: argparse.Namespace) -> None:
+    """Every command but ``init`` needs a data root that ``init`` made (or a ledger or settings file in it).
+
+    Otherwise a typo in ``--root`` would quietly create a new, empty root and
+    report that it holds nothing.
+    """
+    root = root_path(args.root)
+    if not (root / "ftpbatch.db").is_file() and not (root / SETTINGS_FILE).is_file():
+        where = "" if args.root or os.environ.get("FTPBATCH_ROOT") else " (the default; give --root DIR or set FTPBATCH_ROOT)"
+        raise NotFound(f"no ftpbatch data root at {root}{where}; run '{args.prog} --root {root} init' to create one")
 
 
 def _settings(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
@@ -159,6 +222,9 @@ def _settings(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings
 
 # --- init -----------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
+    from .passwords import hash_password
+
     settings = _settings(args)
     storage = LocalStorage(settings.root)
     storage.prepare()
@@ -184,7 +250,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             print(f"product 'demo' created (dial prefix 44); FTP user: demo  password: {password}")
             print("  keep the password: it is stored only as a hash")
         else:
-            print("product 'demo' exists; new password: echo NEWPASS | ftpbatch product set demo --password-stdin")
+            print(f"product 'demo' exists; new password: echo NEWPASS | {args.prog} product set demo --password-stdin")
     ledger.close()
     return 0
 
@@ -249,7 +315,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if products:
         print(f"log in as one of: {', '.join(products)} -- e.g. curl -T samples/hello.csv ftp://{products[0]}:PASSWORD@{host}:{port}/inbox/", flush=True)
     else:
-        print("no products yet: create one with 'echo PASSWORD | ftpbatch product add NAME --password-stdin'", flush=True)
+        print(f"no products yet: create one with 'echo PASSWORD | {args.prog} product add NAME --password-stdin'", flush=True)
     while not stop.wait(0.5):
         pass
     log.info("shutting down")
@@ -263,17 +329,19 @@ def _configure_logging(json_lines: bool = False) -> None:
 
 # --- product ----------------------------------------------------------------
 def _product_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the flags give, as Product fields; whether they are allowed is the domain's call
+    (``product_checks.check_product``, applied by the ledger before anything is stored)."""
     changes: dict[str, Any] = {}
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if len(password) < 8:
             raise ProductError("the password must have at least 8 characters")
+        from .passwords import hash_password
+
         changes["password_hash"] = hash_password(password)
     if args.allow_ip is not None:
         changes["allow_ip"] = parse_allow_ip(args.allow_ip)
     if args.dial_prefix is not None:
-        if args.dial_prefix and not (args.dial_prefix.isdigit() and 1 <= len(args.dial_prefix) <= 4):
-            raise ProductError(f"dial prefix {args.dial_prefix!r} must be a country code of 1-4 digits, e.g. 44")
         changes["dial_prefix"] = args.dial_prefix or None
     if args.callback_url is not None:
         changes["callback_url"] = args.callback_url or None
@@ -282,33 +350,32 @@ def _product_changes(args: argparse.Namespace) -> dict[str, Any]:
         if not sep:
             raise ProductError("--callback-auth must look like USER:PASSWORD")
         changes["callback_user"], changes["callback_password"] = user, password
+    if args.sender is not None:
+        changes["sender"] = args.sender or None
     for flag, key in (
         ("callback_level", "callback_level"),
-        ("sender", "sender"),
-        ("tps", "tps"),
         ("max_parts", "max_parts"),
         ("require_tls", "require_tls"),
         ("allow_duplicates", "allow_duplicates"),
         ("duplicate_window", "duplicate_window_hours"),
         ("enabled", "enabled"),
+        ("retention_days", "retention_days"),
     ):
         value = getattr(args, flag)
         if value is not None:
             changes[key] = value
+    if args.tps is not None:
+        changes["tps"] = args.tps or None  # 0: no product limit
     if args.max_file_mb is not None:
         changes["max_file_bytes"] = int(args.max_file_mb * 1_000_000) or None
     if args.quota_mb is not None:
         changes["quota_bytes"] = int(args.quota_mb * 1_000_000) or None
-    if args.retention_days is not None:
-        if args.retention_days < 0:
-            raise ProductError("--retention-days must be 0 (keep forever) or more")
-        changes["retention_days"] = args.retention_days
-    if "max_parts" in changes and not 1 <= changes["max_parts"] <= 255:
-        raise ProductError("--max-parts must be between 1 and 255")
     return changes
 
 
 def cmd_product(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
+
     settings = _settings(args)
     ledger = Ledger(settings.db_path)
     storage = LocalStorage(settings.root)
@@ -318,11 +385,10 @@ def cmd_product(args: argparse.Namespace) -> int:
             if not args.password_stdin:
                 raise UsageError("product add needs --password-stdin (passwords are never taken from the command line)")
             changes = _product_changes(args)
-            password_hash = changes.pop("password_hash")
-            ledger.add_product(Product(args.name, password_hash))
-            product = ledger.update_product(args.name, **changes)
+            # one record, checked whole: a refused setting leaves no half-made product behind
+            ledger.add_product(Product(args.name, **changes))
             storage.ensure_home(args.name)
-            print(f"product {product.name!r} added; FTP home {storage.home(product.name)}")
+            print(f"product {args.name!r} added; FTP home {storage.home(args.name)}")
         elif args.action == "set":
             product = ledger.update_product(args.name, **_product_changes(args))
             print(f"product {product.name!r} updated")
@@ -336,10 +402,10 @@ def cmd_product(args: argparse.Namespace) -> int:
                     allow = ",".join(str(n) for n in p.allow_ip) or "any address"
                     print(f"{p.name:<20} {state:<9} prefix={p.dial_prefix or '-':<4} sender={p.sender or '-':<11} allow={allow}")
         elif args.action == "show":
-            product = ledger.get_product(args.name)
-            if product is None:
-                raise ProductError(f"no product named {args.name!r}")
-            print(json.dumps(product.public_view(), indent=2))
+            found = ledger.get_product(args.name)
+            if found is None:
+                raise NotFound(f"no product named {args.name!r}; see '{args.prog} product list'")
+            print(json.dumps(found.public_view(), indent=2))
     finally:
         ledger.close()
     return 0
@@ -349,8 +415,9 @@ def cmd_product(args: argparse.Namespace) -> int:
 def cmd_process(args: argparse.Namespace) -> int:
     import os
 
-    from .service import Gateway
+    from .report.files import Counts, summary_document
     from .report.progress import Progress
+    from .service import Gateway
 
     if not args.file.is_file():
         raise UsageError(f"{args.file} is not a readable file")
@@ -360,7 +427,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     gateway = Gateway(settings, ftp=False, watch_inboxes=False, node_id=f"{settings.node_id}-process-{os.getpid()}")
     if gateway.ledger.get_product(args.product) is None:
         gateway.ledger.close()
-        raise ProductError(f"no product named {args.product!r}; create it with 'ftpbatch product add'")
+        raise NotFound(f"no product named {args.product!r}; create it with '{args.prog} product add'")
     gateway.start()
     try:
         batch = gateway.submit_file(args.file, args.product)
@@ -383,6 +450,9 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 # --- batch ------------------------------------------------------------------
 def cmd_batch(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
+    from .report.files import Counts, iso, summary_document
+
     settings = _settings(args)
     ledger = Ledger(settings.db_path)
     try:
@@ -398,7 +468,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             return 0
         batch = ledger.get_batch(args.id)
         if batch is None:
-            raise FtpbatchError(f"no batch with id {args.id!r}; see 'ftpbatch batch list'")
+            raise NotFound(f"no batch with id {args.id!r}; see '{args.prog} batch list'")
         if args.action == "show":
             print(json.dumps(summary_document(batch, Counts.tally(ledger.status_counts(batch.seq))), indent=2))
         elif args.action == "cancel":
@@ -412,6 +482,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 # --- ban ----------------------------------------------------------------------
 def cmd_ban(args: argparse.Namespace) -> int:
     import time
+
+    from .ledger import Ledger
+    from .report.files import iso
 
     settings = _settings(args)
     ledger = Ledger(settings.db_path)
@@ -430,7 +503,7 @@ def cmd_ban(args: argparse.Namespace) -> int:
 
             address = normal_address(args.address)
             if not ledger.lift_ban(address):
-                raise FtpbatchError(f"{address} is not banned; see 'ftpbatch ban list'", code=codes.E_PARAMETERS)
+                raise NotFound(f"{address} is not banned; see '{args.prog} ban list'")
             print(f"ban of {address} lifted")
     finally:
         ledger.close()
@@ -439,6 +512,7 @@ def cmd_ban(args: argparse.Namespace) -> int:
 
 # --- report -------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
     from .report.usage import as_csv, as_json, as_table, daily_by_product, usage_report
 
     if args.since and args.until and args.since > args.until:
@@ -449,7 +523,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     ledger = Ledger(settings.db_path)
     try:
         if args.product and ledger.get_product(args.product) is None:
-            raise ProductError(f"no product named {args.product!r}; see 'ftpbatch product list'")
+            raise NotFound(f"no product named {args.product!r}; see '{args.prog} product list'")
         rows = usage_report(ledger, args.by, product=args.product, since=args.since, until=args.until)
         series = daily_by_product(ledger, product=args.product, since=args.since, until=args.until) if args.plot else None
     finally:

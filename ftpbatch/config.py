@@ -183,6 +183,12 @@ class Settings:
 _SECTIONS = ("ftp", "intake", "dispatch", "report", "callbacks", "metrics")
 
 
+def root_path(root: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The data root: ``root`` (``--root``), else ``$FTPBATCH_ROOT``, else ./ftpbatch-data; absolute."""
+    env = os.environ if environ is None else environ
+    return Path(root or env.get("FTPBATCH_ROOT") or DEFAULT_ROOT).expanduser().resolve()
+
+
 def load_settings(
     root: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -194,12 +200,12 @@ def load_settings(
     (``{"ftp": {"port": 2121}}``); ``None`` values mean "not given".
     """
     env = os.environ if environ is None else environ
-    root_path = Path(root or env.get("FTPBATCH_ROOT") or DEFAULT_ROOT).expanduser().resolve()
-    layers: list[Mapping[str, Any]] = [_read_toml(root_path / SETTINGS_FILE), _from_environ(env)]
+    root_dir = root_path(root, env)
+    layers: list[Mapping[str, Any]] = [_read_toml(root_dir / SETTINGS_FILE), _from_environ(env)]
     if overrides:
         layers.append({s: {k: v for k, v in vals.items() if v is not None} for s, vals in overrides.items()})
 
-    top: dict[str, Any] = {"root": root_path}
+    top: dict[str, Any] = {"root": root_dir}
     sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
     for layer in layers:
         for key, value in layer.items():

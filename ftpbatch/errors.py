@@ -6,6 +6,8 @@
      ├── UsageError               bad command-line use (exit code 2)
      ├── ConfigError              unreadable or invalid settings
      ├── ProductError             unknown product, duplicate name, bad option
+     │    └── InvalidSetting      a product setting refused (101; 123 for a sender)
+     ├── NotFound                 no product / batch / ban by that name or id (101)
      ├── LoginRefused             FTP login refused (001 credentials, 007 IP)
      ├── BatchRejected            a whole file refused (100, 101, 001, 130, 131)
      ├── ConnectorError           upstream trouble, mapped at the connector edge
@@ -47,6 +49,16 @@ class ConfigError(FtpbatchError):
 
 
 class ProductError(FtpbatchError):
+    code = codes.E_PARAMETERS
+
+
+class InvalidSetting(ProductError):
+    """A product setting that is not allowed; nothing was changed."""
+
+
+class NotFound(FtpbatchError):
+    """The product, batch or address asked for does not exist (a missing parameter: 101)."""
+
     code = codes.E_PARAMETERS
 
 

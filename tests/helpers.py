@@ -62,6 +62,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
         self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.root / "ftpbatch.db").exists() and not (self.root / "ftpbatch.toml").exists():
+            Ledger(self.root / "ftpbatch.db").close()  # what `init` makes; serve refuses a root without it
         self._log = self.log_path.open("a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ftpbatch", "--root", str(self.root), "serve", "--ftp-host", "127.0.0.1", "--ftp-port", "0", *self.extra],

@@ -25,10 +25,19 @@ def run(capsys, *argv: str, stdin: str | None = None, monkeypatch=None) -> tuple
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+    """A data root as ``init`` makes it (commands other than init refuse a root that does not exist)."""
+    root = tmp_path / "data"
+    assert main(["--root", str(root), "init", "--no-tls"]) == 0
+    return root
 
 
-def test_init_demo_creates_layout_settings_and_a_product(root, capsys):
+@pytest.fixture
+def fresh_root(tmp_path: Path) -> Path:
+    return tmp_path / "fresh"
+
+
+def test_init_demo_creates_layout_settings_and_a_product(fresh_root, capsys):
+    root = fresh_root
     code, out, _ = run(capsys, "--root", str(root), "init", "--demo", "--no-tls")
     assert code == 0
     assert (root / "ftpbatch.toml").exists() and (root / "ftpbatch.db").exists()

@@ -18,33 +18,39 @@ cache decoded blocks (several nodes too: see DESIGN.md §12).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+from ..lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:  # imported on first use: `product list` and `status` never need them
+    pd, pa, pc = lazy_module("pandas"), lazy_module("pyarrow"), lazy_module("pyarrow.compute")
 
 #: Messages per block: small enough that a lease decodes little, large
 #: enough that a million rows are a few hundred inserts.
 BLOCK_ROWS = 5000
 
 # The columns a block keeps: what a submit and the report need.
-_SCHEMA = pa.schema(
-    [
-        ("row_no", pa.int64()),
-        ("destination", pa.string()),
-        ("text", pa.string()),
-        ("sender", pa.string()),
-        ("climsgid", pa.string()),
-        ("encoding", pa.string()),
-        ("parts", pa.int64()),
-        ("validity_minutes", pa.int64()),
-    ]
-)
-# Texts of one campaign repeat a lot: compressed blocks halve what SQLite writes.
-_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+_COLUMNS = ("row_no", "destination", "text", "sender", "climsgid", "encoding", "parts", "validity_minutes")
+
+
+@functools.cache
+def _schema() -> pa.Schema:
+    """The Arrow schema of a block (built on first use: pyarrow is imported lazily)."""
+    return pa.schema([(name, pa.int64() if name in ("row_no", "parts", "validity_minutes") else pa.string()) for name in _COLUMNS])
+
+
+@functools.cache
+def _write_options() -> pa.ipc.IpcWriteOptions:
+    # Texts of one campaign repeat a lot: compressed blocks halve what SQLite writes.
+    return pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,13 @@ class BlockRows:
 def pack(frame: pd.DataFrame) -> list[tuple[int, int, int, int, bytes]]:
     """Split rule-checked rows into blocks: (first_row, last_row, size, parts, payload) each."""
     table = pa.Table.from_pandas(
-        frame.rename(columns={"row": "row_no"})[_SCHEMA.names], schema=_SCHEMA, preserve_index=False
+        frame.rename(columns={"row": "row_no"})[list(_COLUMNS)], schema=_schema(), preserve_index=False
     )
     blocks = []
     for start in range(0, table.num_rows, BLOCK_ROWS):
         part = table.slice(start, BLOCK_ROWS)
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, _SCHEMA, options=_WRITE_OPTIONS) as writer:
+        with pa.ipc.new_stream(sink, _schema(), options=_write_options()) as writer:
             writer.write_table(part)
         rows = part.column("row_no")
         blocks.append(
@@ -85,7 +91,7 @@ def pack(frame: pd.DataFrame) -> list[tuple[int, int, int, int, bytes]]:
 
 def unpack(payload: bytes) -> BlockRows:
     table = pa.ipc.open_stream(payload).read_all()
-    return BlockRows(**{name: table.column(name).to_pylist() for name in _SCHEMA.names})
+    return BlockRows(**{name: table.column(name).to_pylist() for name in _COLUMNS})
 
 
 class BlockCache:

@@ -25,9 +25,14 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-import pandas as pd
+from ..lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: `product list` and `status` never need it
+    pd = lazy_module("pandas")
 
 from .. import codes
 from ..models import OutboundMessage, Receipt, SubmitResult

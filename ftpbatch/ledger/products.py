@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from typing import Any
 
-from ..errors import ProductError
+from ..errors import NotFound, ProductError
 from ..models import Product, parse_allow_ip
+from ..product_checks import check_product
 from .db import Database
 
 # Product fields that map 1:1 onto columns (the rest need conversion).
@@ -70,6 +72,8 @@ class ProductStore:
     db: Database
 
     def add_product(self, product: Product) -> None:
+        """Store a new product; its settings are checked first (``InvalidSetting``)."""
+        check_product(product)
         fields = {k: getattr(product, k) for k in (*_PLAIN_FIELDS, *_BOOL_FIELDS, "allow_ip")}
         columns = {"name": product.name, **_to_columns(fields)}
         now = time.time()
@@ -83,17 +87,23 @@ class ProductStore:
             raise ProductError(f"product {product.name!r} already exists; use 'product set' to change it") from None
 
     def update_product(self, name: str, **changes: Any) -> Product:
+        """Change some settings; the product they make is checked first, and on a refusal nothing changes."""
         columns = _to_columns(changes)
-        if columns:
-            columns["updated_at"] = time.time()
-            assignments = ", ".join(f"{k} = ?" for k in columns)
-            with self.db.transaction() as tx:
-                cur = tx.execute(f"UPDATE products SET {assignments} WHERE name = ?", (*columns.values(), name))
-                if cur.rowcount == 0:
-                    raise ProductError(f"no product named {name!r}")
+        current = self.get_product(name)
+        if current is None:
+            raise NotFound(f"no product named {name!r}")
+        if not columns:
+            return current
+        check_product(dataclasses.replace(current, **changes))
+        columns["updated_at"] = time.time()
+        assignments = ", ".join(f"{k} = ?" for k in columns)
+        with self.db.transaction() as tx:
+            cur = tx.execute(f"UPDATE products SET {assignments} WHERE name = ?", (*columns.values(), name))
+            if cur.rowcount == 0:
+                raise NotFound(f"no product named {name!r}")
         product = self.get_product(name)
         if product is None:
-            raise ProductError(f"no product named {name!r}")
+            raise NotFound(f"no product named {name!r}")
         return product
 
     def get_product(self, name: str) -> Product | None:

@@ -26,7 +26,6 @@ from .. import __version__
 from ..config import Settings
 from ..ledger import Ledger
 from ..logs import redact_url
-from ..metrics import component_states
 
 if TYPE_CHECKING:
     from ..service import Gateway
@@ -61,6 +60,8 @@ def ledger_status(ledger: Ledger) -> dict[str, Any]:
 
 
 def gateway_status(gateway: "Gateway", started_at: float, metrics_url: str | None) -> dict[str, Any]:
+    from ..metrics import component_states  # the server's side only: `ftpbatch status` needs no prometheus_client
+
     states = component_states(gateway)
     ftp = gateway.ftp
     dispatcher = gateway.dispatcher

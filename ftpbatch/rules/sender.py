@@ -14,21 +14,14 @@ is checked once in Python and the answer spread over the column.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..product_checks import SENDER_RULE, is_valid_sender
 from ._arrow import STRING, as_chunked, quote, sentence, to_bool
 
-_ALPHANUMERIC = re.compile(r"(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
-_NUMERIC = re.compile(r"\+?[0-9]{1,16}")
-
-
-def is_valid_sender(sender: str) -> bool:
-    """True for an alphanumeric or numeric sender ID (already trimmed)."""
-    return bool(_ALPHANUMERIC.fullmatch(sender) or _NUMERIC.fullmatch(sender))
+__all__ = ["error_sentences", "is_valid_sender", "resolve"]
 
 
 def resolve(values: pa.ChunkedArray, default: str | None) -> tuple[pa.ChunkedArray, np.ndarray]:
@@ -53,6 +46,5 @@ def error_sentences(senders: pa.ChunkedArray) -> pa.ChunkedArray:
     return sentence(
         "sender '",
         quote(senders),
-        "' is not valid: use 1 to 11 letters, digits or spaces (at least one letter), "
-        "or a number of up to 16 digits with an optional leading '+'",
+        f"' is not valid: {SENDER_RULE}",
     )

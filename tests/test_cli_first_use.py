@@ -168,3 +168,36 @@ def test_quick_commands_do_not_import_the_data_stack(root, argv):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert "HEAVY \n" in result.stderr or result.stderr.rstrip().endswith("HEAVY"), result.stderr
 
+
+
+def test_scripts_start_installs_only_when_the_installed_copy_is_out_of_date(tmp_path):
+    # A copy of the project whose .venv/bin/python and ftpbatch only note their calls:
+    # this checks the script's decision, not pip (a real install takes ~15 s and the network).
+    project = tmp_path / "project"
+    (project / "scripts").mkdir(parents=True)
+    (project / "ftpbatch").mkdir()
+    (project / "ftpbatch" / "__init__.py").write_text('__version__ = "0"\n')
+    for name in ("setup.cfg", "pyproject.toml"):
+        (project / name).write_text((REPO / name).read_text())
+    start = project / "scripts" / "start"
+    start.write_text((REPO / "scripts" / "start").read_text())
+    start.chmod(0o755)
+    calls = tmp_path / "calls"
+    bin_dir = project / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    stub = f'#!/bin/sh\necho "$(basename "$0") $*" >> {calls}\n'
+    for name in ("python", "ftpbatch"):
+        (bin_dir / name).write_text(stub)
+        (bin_dir / name).chmod(0o755)
+
+    def run_start() -> list[str]:
+        calls.write_text("")
+        subprocess.run([str(start)], check=True, capture_output=True, timeout=60)
+        return calls.read_text().splitlines()
+
+    assert any("pip install --quiet ." in c for c in run_start())  # first start: installs
+    second = run_start()
+    assert not any("pip" in c for c in second)  # nothing changed: no install
+    assert "ftpbatch init --demo" in second and "ftpbatch serve" in second
+    (project / "ftpbatch" / "__init__.py").write_text('__version__ = "1"\n')
+    assert any("pip install --quiet ." in c for c in run_start())  # the source changed: installs again

@@ -102,9 +102,9 @@ class ReportSettings:
     #: Seconds between two refreshes of every product's ``reports/usage-YYYY-MM.csv``
     #: (also refreshed when the UTC day ends).
     usage_refresh: float = 3600.0
-    #: After a batch completes its product's usage file is refreshed, at most
-    #: once per this many seconds.
-    usage_min_interval: float = 60.0
+    #: After a batch completes its product's usage file is refreshed within
+    #: this many seconds (at most once per this many).
+    usage_min_interval: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,15 @@ class Batch:
     error_text: str | None = None
     duplicate_of: str | None = None
     callback_level: int | None = None
+    #: Recipients in the file; set once the whole file is in the ledger (0 until then:
+    #: a dispatching batch may still be reading its later rows).
     rows: int = 0
     completed_at: float | None = None
+
+    @property
+    def intake_done(self) -> bool:
+        """Every row of the file is in the ledger (a file without rows is rejected, never done)."""
+        return self.rows > 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,6 +160,7 @@ class Ingest:
         rules = BatchRules(product_rules(product), dt.datetime.now(dt.timezone.utc))
         already = self.ledger.max_row(batch.seq)  # > 0 when resuming after a crash
         rows = 0
+        dispatching = False
         started = time.perf_counter()
         for checked in read_ahead((rules.apply(chunk) for chunk in parsed.chunks), name=f"ingest-{batch.id}"):
             rows = int(checked["row"].iloc[-1]) if len(checked) else rows
@@ -167,6 +168,10 @@ class Ingest:
                 checked = checked[checked["row"] > already]
             if len(checked):
                 self.ledger.insert_messages(batch.seq, product.name, checked)
+                if not dispatching:  # senders see `dispatching` from the first queued message on
+                    self.ledger.start_dispatching(batch.seq)
+                    self.on_change()
+                    dispatching = True
                 self.on_messages()
         if rows == 0 and already == 0:
             raise BatchRejected("the file holds no recipients: add at least one row with a number and a text")

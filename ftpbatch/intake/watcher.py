@@ -152,7 +152,7 @@ class Intake:
             if batch is None:
                 batch = self.ledger.record_claim(batch_id, product, name, str(path), "spool", os.path.getmtime(path))
                 log.warning("batch %s: claim found in the spool without a ledger record; recorded now", batch_id)
-            if batch.state in (RECEIVED, PROCESSING):
+            if batch.state in (RECEIVED, PROCESSING) or (batch.state == DISPATCHING and not batch.intake_done):
                 log.info("batch %s: resuming (%s)", batch_id, batch.state)
                 self.submit(batch)
             elif batch.state in (DISPATCHING, COMPLETE, REJECTED):

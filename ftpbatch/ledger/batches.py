@@ -83,16 +83,31 @@ class BatchStore:
 
     # --- processing -----------------------------------------------------
     def start_processing(self, seq: int) -> bool:
-        """received -> processing; also true when resuming a batch already processing."""
+        """received -> processing; also true when resuming a batch whose intake did not finish.
+
+        (A batch is ``dispatching`` from its first queued message on, but its
+        intake is finished only once ``rows`` is set, see ``finish_intake``.)
+        """
         with self.db.transaction() as tx:
             cur = tx.execute(
                 "UPDATE batches SET state = ?, updated_at = ?, version = version + 1 WHERE seq = ? AND state = ?",
                 (PROCESSING, time.time(), seq, RECEIVED),
             )
-            row = tx.execute("SELECT state, id, product FROM batches WHERE seq = ?", (seq,)).fetchone()
+            row = tx.execute("SELECT state, id, product, rows FROM batches WHERE seq = ?", (seq,)).fetchone()
         if cur.rowcount == 1:
             logs.batch_event(logs.PROCESSING, row[1], row[2])
-        return row is not None and row[0] == PROCESSING
+        return row is not None and (row[0] == PROCESSING or (row[0] == DISPATCHING and row[3] == 0))
+
+    def start_dispatching(self, seq: int) -> None:
+        """processing -> dispatching: the first messages of the file are queued (the rest may still be read)."""
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE batches SET state = ?, updated_at = ?, version = version + 1 WHERE seq = ? AND state = ? "
+                "RETURNING id, product",
+                (DISPATCHING, time.time(), seq, PROCESSING),
+            ).fetchall()
+        if changed:
+            logs.batch_event(logs.DISPATCHING, changed[0][0], changed[0][1])
 
     def set_file_facts(self, seq: int, sha256: str, size_bytes: int) -> None:
         with self.db.transaction() as tx:
@@ -116,9 +131,9 @@ class BatchStore:
         with self.db.transaction() as tx:
             changed = tx.execute(
                 "UPDATE batches SET state = ?, error_code = ?, error_text = ?, duplicate_of = ?, "
-                "updated_at = ?, completed_at = ?, version = version + 1 WHERE seq = ? AND state IN (?, ?) "
-                "RETURNING id, product",
-                (REJECTED, code, text, duplicate_of, now, now, seq, RECEIVED, PROCESSING),
+                "updated_at = ?, completed_at = ?, version = version + 1 "
+                "WHERE seq = ? AND (state IN (?, ?) OR (state = ? AND rows = 0)) RETURNING id, product",
+                (REJECTED, code, text, duplicate_of, now, now, seq, RECEIVED, PROCESSING, DISPATCHING),
             ).fetchall()
             # a batch refused half-way must not send what was already recorded
             self._drain_blocks(tx, seq, codes.CANCELLED, None, now)
@@ -131,15 +146,16 @@ class BatchStore:
             logs.batch_event(logs.REJECTED, changed[0][0], changed[0][1], code=code, error=text, duplicate_of=duplicate_of)
 
     def finish_intake(self, seq: int, rows: int, callback_level: int | None) -> None:
-        """processing -> dispatching: every row of the file is in the ledger."""
+        """Every row of the file is in the ledger: ``rows`` is set (so the batch may complete), state dispatching."""
         with self.db.transaction() as tx:
+            before = tx.execute("SELECT state FROM batches WHERE seq = ?", (seq,)).fetchone()
             cur = tx.execute(
-                "UPDATE batches SET state = ?, rows = ?, callback_level = ?, updated_at = ?, "
-                "version = version + 1 WHERE seq = ? AND state = ? RETURNING id, product",
-                (DISPATCHING, rows, callback_level, time.time(), seq, PROCESSING),
+                "UPDATE batches SET state = ?, rows = ?, callback_level = ?, updated_at = ?, version = version + 1 "
+                "WHERE seq = ? AND (state = ? OR (state = ? AND rows = 0)) RETURNING id, product",
+                (DISPATCHING, rows, callback_level, time.time(), seq, PROCESSING, DISPATCHING),
             )
             changed = cur.fetchall()  # all of it: a RETURNING statement left open would block the commit
-        if changed:
+        if changed and before is not None and before[0] == PROCESSING:  # else start_dispatching logged it
             logs.batch_event(logs.DISPATCHING, changed[0][0], changed[0][1], rows=rows)
 
     def set_callback_level(self, seq: int, callback_level: int | None) -> None:
@@ -161,7 +177,7 @@ class BatchStore:
         with self.db.transaction() as tx:
             cur = tx.execute(
                 "UPDATE batches SET state = ?, completed_at = ?, updated_at = ?, version = version + 1 "
-                "WHERE seq = ? AND state = ?",
+                "WHERE seq = ? AND state = ? AND rows > 0",  # rows: the whole file is in
                 (COMPLETE, now, now, seq, DISPATCHING),
             )
         return cur.rowcount == 1

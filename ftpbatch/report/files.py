@@ -194,15 +194,20 @@ class ReportWriter:
             fh.write(",".join(REPORT_COLUMNS) + "\n")
             for frame in self.ledger.report_frames(batch.seq):
                 report_frame(frame).to_csv(fh, header=False, index=False, lineterminator="\n")
-        summary_path = folder / summary_name
+        return self.write_summary(batch, counts), csv_path
+
+    def write_summary(self, batch: Batch, counts: Counts) -> Path:
+        """Write only the batch's summary.json (small: the progress senders poll for)."""
+        summary_name, _ = report_names(batch)
+        summary_path = self.storage.reports(batch.product) / summary_name
         with self.storage.atomic_writer(summary_path) as fh:
             json.dump(summary_document(batch, counts), fh, indent=2)
             fh.write("\n")
-        return summary_path, csv_path
+        return summary_path
 
 
 def next_state(batch: Batch, counts: Counts) -> str | None:
     """The state a dispatching batch moves to now, if any."""
-    if batch.state == DISPATCHING and counts.open == 0:
+    if batch.state == DISPATCHING and batch.intake_done and counts.open == 0:
         return COMPLETE
     return None

@@ -12,11 +12,19 @@ cost of its last rewrite), so the reporter never takes more than a small share
 of the machine from the dispatch it reports on; in between, only its counts
 are taken (as rarely, relative to their cost), to notice completion without
 waiting for the next rewrite.
+
+Senders poll ``summary.json`` to know where they stand, and it is small (a
+few hundred bytes, from one grouped count): while a batch changes, it is
+rewritten at least every ``SUMMARY_EVERY`` seconds on its own, whatever the
+report's throttle, so a 200,000-row batch shows its counts move during the
+twenty seconds it is sent rather than jump to complete at the end. It may
+then run ahead of ``report.csv``, never behind it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -40,6 +48,11 @@ _MIN_ROUND_GAP = 0.02
 # Batches with at least this many rows are rendered in the report process
 # (render_process.py); smaller ones cost a few milliseconds here, less than the hand-over.
 OFFLOAD_ROWS = 5000
+# A changing batch's summary.json is rewritten at least this often (seconds),
+# however long its report.csv waits: senders poll it for progress.
+SUMMARY_EVERY = 1.0
+# ... unless counting the batch takes more than this share of that time.
+_SUMMARY_SHARE = 0.25
 
 
 class Reporter:
@@ -62,6 +75,8 @@ class Reporter:
         # per batch seq: (when, seconds it took) of the last rewrite and of the last count
         self._last_written: dict[int, tuple[float, float]] = {}
         self._last_counted: dict[int, tuple[float, float]] = {}
+        # per batch seq: when its summary.json was last written (with or without the CSV)
+        self._last_summary: dict[int, float] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,11 +123,17 @@ class Reporter:
             batch = self.ledger.get_batch_by_seq(seq)
             counts = None
             if throttle and not self._due(self._last_written, seq, now):
-                # Not yet time to rewrite; but a batch that is complete is reported at once.
-                if batch.state != DISPATCHING or not self._due(self._last_counted, seq, now):
+                # Not yet time to rewrite the report; but a batch that is complete is
+                # reported at once, and its summary is kept fresh meanwhile.
+                summary_due = now - self._last_summary.get(seq, -math.inf) >= self._summary_gap(seq)
+                count_due = batch.state == DISPATCHING and self._due(self._last_counted, seq, now)
+                if not (summary_due or count_due):
                     continue
                 counts = self._count(seq)
                 if next_state(batch, counts) is None:
+                    if summary_due:
+                        self.writer.write_summary(batch, counts)
+                        self._last_summary[seq] = time.monotonic()
                     continue
             self.report(batch, version, counts)
             written += 1
@@ -140,8 +161,10 @@ class Reporter:
         self.ledger.mark_reported(batch.seq, version)
         done = time.monotonic()
         self._last_written[batch.seq] = (done, done - started)
+        self._last_summary[batch.seq] = done
         if batch.state == COMPLETE:
             self._last_counted.pop(batch.seq, None)
+            self._last_summary.pop(batch.seq, None)
 
     def _count(self, seq: int) -> Counts:
         started = time.monotonic()
@@ -149,6 +172,11 @@ class Reporter:
         done = time.monotonic()
         self._last_counted[seq] = (done, done - started)
         return counts
+
+    def _summary_gap(self, seq: int) -> float:
+        """Seconds between two summary-only writes: SUMMARY_EVERY, longer only if counting is slow."""
+        cost = self._last_counted.get(seq, (0.0, 0.0))[1]
+        return max(SUMMARY_EVERY, cost / _SUMMARY_SHARE)
 
     def _due(self, last: dict[int, tuple[float, float]], seq: int, now: float) -> bool:
         if seq not in last:

@@ -4,7 +4,8 @@
 * :class:`MonthlyUsageFiles` keeps each product's ``reports/usage-YYYY-MM.csv``
   (one row per day of the month so far) fresh: at start, at least every
   ``refresh`` seconds, when the UTC day ends, and soon after one of the
-  product's batches completes (at most once per ``min_interval``).
+  product's batches completes (within ``min_interval`` seconds, 2 by
+  default; longer only for a product whose month takes long to count).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def month_csv(ledger: Ledger, product: str, year: int, month: int, today: dt.dat
 class MonthlyUsageFiles:
     """Keeps ``reports/usage-YYYY-MM.csv`` of every product in step with the ledger (called from the reporter thread)."""
 
-    def __init__(self, ledger: Ledger, storage: LocalStorage, refresh: float = 3600.0, min_interval: float = 60.0) -> None:
+    def __init__(self, ledger: Ledger, storage: LocalStorage, refresh: float = 3600.0, min_interval: float = 2.0) -> None:
         self.ledger = ledger
         self.storage = storage
         self.refresh = refresh
@@ -155,6 +156,7 @@ class MonthlyUsageFiles:
         self._last_full: float | None = None  # monotonic
         self._last_day: dt.date | None = None
         self._written: dict[str, float] = {}
+        self._cost: dict[str, float] = {}  # seconds the last write of each product's file took
         self._dirty: set[str] = set()
         self._lock = threading.Lock()
 
@@ -179,21 +181,28 @@ class MonthlyUsageFiles:
                 self._dirty.clear()
         self._last_day = today
         with self._lock:
-            due = [p for p in self._dirty if force or now - self._written.get(p, -math.inf) >= self.min_interval]
+            due = [p for p in self._dirty if force or now - self._written.get(p, -math.inf) >= self._gap(p)]
             self._dirty.difference_update(due)
         for product in due:
             written += self.write(product, today, today)
         return written
+
+    def _gap(self, product: str) -> float:
+        """Seconds between two refreshes after completions: ``min_interval``, more if counting the month is slow
+        (a month of millions of messages is a scan; it must not take the reporter's time from the batches)."""
+        return max(self.min_interval, self._cost.get(product, 0.0) * 10)
 
     def write(self, product: str, day: dt.date, today: dt.date) -> int:
         """Rewrite the file of ``day``'s month for one product."""
         folder = self.storage.reports(product)
         if not folder.parent.exists():
             return 0  # a product without a home (removed): nothing to write
+        started = time.monotonic()
         text = month_csv(self.ledger, product, day.year, day.month, today)
         with self.storage.atomic_writer(folder / f"usage-{day.year:04d}-{day.month:02d}.csv") as fh:
             fh.write(text)
-        self._written[product] = time.monotonic()
+        self._written[product] = done = time.monotonic()
+        self._cost[product] = done - started
         return 1
 
     def _products(self) -> list[str]:

@@ -1,0 +1,119 @@
+"""Live progress for senders: summary.json moves while a big batch is sent, usage follows completion.
+
+Through a real server and FTP reads, on a batch of 100,000 rows whose
+product tps makes dispatch last about 20 seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ftplib
+import json
+import time
+from pathlib import Path
+
+from ftpbatch.intake.ingest import Ingest
+from ftpbatch.ledger import Ledger
+from ftpbatch.models import DISPATCHING, PROCESSING, Product
+from ftpbatch.report.reporter import Reporter
+from ftpbatch.storage import LocalStorage
+
+from .helpers import ServerProcess, add_product, download, parse_report, upload
+
+ROWS = 100_000
+TPS = 5_000  # ~20 s of dispatch
+
+
+def _summary(client: ftplib.FTP, name: str) -> dict | None:
+    try:
+        names = client.nlst("/reports")
+    except ftplib.error_perm:
+        return None
+    found = sorted(b for b in (n.rsplit("/", 1)[-1] for n in names) if b.startswith(f"{name}.") and b.endswith(".summary.json"))
+    if not found:
+        return None
+    try:
+        return json.loads(download(client, f"/reports/{found[-1]}"))
+    except (ftplib.error_perm, ValueError):
+        return None  # replaced between the listing and the download
+
+
+def test_summary_shows_progress_every_few_seconds_and_usage_follows_completion(tmp_path: Path):
+    root = tmp_path / "root"
+    account = add_product(root, "bulk", "bulk-password", dial_prefix="44", tps=float(TPS))
+    body = "to,text\n" + "".join(f"4477009{n:05d},progress {n}\n" for n in range(ROWS))
+    # the server's own intervals (report, usage) are the defaults under test
+    with ServerProcess(root, env={"FTPBATCH_REPORT_INTERVAL": "0.25"}) as server:
+        client = server.ftp(account)
+        upload(client, "big.csv", body.encode())
+        seen: list[tuple[float, dict]] = []
+        complete_at = None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            summary = _summary(client, "big.csv")
+            if summary is not None:
+                seen.append((time.monotonic(), summary))
+                if summary["state"] == "complete":
+                    complete_at = time.monotonic()
+                    break
+            time.sleep(0.25)
+        assert complete_at is not None, seen[-1:] or "no summary"
+
+        # dispatching as soon as messages are queued: never "processing" with messages in it
+        assert all(s["counts"]["rows"] == 0 for _, s in seen if s["state"] == PROCESSING)
+        moving = [(at, s) for at, s in seen if s["state"] == DISPATCHING]
+        sent = [s["counts"]["submitted"] + s["counts"]["delivered"] for _, s in moving]
+        assert len(set(sent)) >= 5, sent  # the counts move while it is sent, not only at the end
+        # rewritten at least every 2 s while it moves (read every 0.25 s; slack for a loaded machine)
+        changes = [at for (at, s), (_, before) in zip(moving[1:], moving) if s["counts"] != before["counts"]]
+        gaps = [b - a for a, b in zip(changes, changes[1:])]
+        assert gaps and max(gaps) < 4.0, gaps
+
+        # usage-YYYY-MM.csv counts the batch within seconds of its completion
+        month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")
+        today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+        counted = None
+        while time.monotonic() < complete_at + 10:
+            try:
+                rows = parse_report(download(client, f"/reports/usage-{month}.csv").decode())
+            except ftplib.error_perm:
+                rows = []
+            day = next((r for r in rows if r["day"] == today), None)
+            if day is not None and int(day["messages"]) == ROWS:
+                counted = time.monotonic() - complete_at
+                break
+            time.sleep(0.25)
+        client.quit()
+        assert counted is not None, "usage file did not count the batch within 10 s of its completion"
+
+
+def test_a_batch_is_dispatching_from_its_first_queued_message_and_completes_only_when_read_whole(tmp_path: Path):
+    root = tmp_path / "root"
+    ledger = Ledger(root / "ftpbatch.db")
+    storage = LocalStorage(root)
+    storage.prepare()
+    ledger.add_product(Product("acme", "x", dial_prefix="44"))
+    storage.ensure_home("acme")
+    reporter = Reporter(ledger, storage, offload_rows=None)
+    states: list[tuple[str, int]] = []
+
+    def queued() -> None:  # called after each chunk is stored; nothing has been sent
+        batch = ledger.get_batch(claimed.id)
+        states.append((batch.state, batch.rows))
+        # no outcome is open for what is stored so far, but the file is not read whole: no completion
+        if batch.state == DISPATCHING:
+            ledger.cancel_pending(batch.seq)
+            reporter.catch_up(throttle=False)
+            assert ledger.get_batch(claimed.id).state == DISPATCHING
+
+    ingest = Ingest(ledger, storage, chunk_rows=100, on_messages=queued)
+    source = tmp_path / "f.csv"
+    source.write_text("to,text\n" + "".join(f"4477009{n:05d},hi {n}\n" for n in range(350)))
+    batch_id, spooled = storage.spool_copy(source, "acme")
+    claimed = ledger.record_claim(batch_id, "acme", "f.csv", str(spooled), "cli", time.time())
+    ingest.process(claimed)
+    assert [s for s, _ in states] == [DISPATCHING] * 4 and all(rows == 0 for _, rows in states)
+    reporter.catch_up(throttle=False)
+    done = ledger.get_batch(claimed.id)
+    assert done.rows == 350 and done.state == "complete"
+    ledger.close()

@@ -406,13 +406,13 @@ class SmscProtocol(asyncio.Protocol):
         if self.o.query_refusal == "status":
             record["answer"] = "ESME_RINVCMDID"
             self.smsc.rec.write(record)
-            self.send(op.QuerySMResp(seqNum=pdu.seqNum, status=pt.CommandStatus.ESME_RINVCMDID))
+            self._error_resp(0x80000003, pt.CommandStatus.ESME_RINVCMDID, pdu.seqNum)
             return
         known = self.smsc.states.get(message_id)
         if known is None:
             record["answer"] = "ESME_RQUERYFAIL"
             self.smsc.rec.write(record)
-            self.send(op.QuerySMResp(seqNum=pdu.seqNum, status=pt.CommandStatus.ESME_RQUERYFAIL))
+            self._error_resp(0x80000003, pt.CommandStatus.ESME_RQUERYFAIL, pdu.seqNum)
             return
         stat, due = known
         word = stat if asyncio.get_running_loop().time() >= due else "ENROUTE"
@@ -421,6 +421,16 @@ class SmscProtocol(asyncio.Protocol):
         self.send(op.QuerySMResp(seqNum=pdu.seqNum, message_id=message_id, final_date=None,
                                  message_state=getattr(pt.MessageState, _STATE_ENUM[word]),
                                  error_code=0 if word in ("DELIVRD", "ENROUTE") else 1))
+
+    def _error_resp(self, command_id: int, status: pt.CommandStatus, seq: int) -> None:
+        """A response with an error status and no body (SMPP 3.4 §3.3; smpp.pdu3 insists on the body)."""
+        raw = _HEADER.pack(16, command_id, constants.command_status_name_map[status.name], seq)
+        if self.transport is None or self.closing:
+            return
+        if self.out is not None:
+            self.out.append(raw)
+        else:
+            self.transport.write(raw)
 
     def _send_mo(self, source: str, dest: str, text: str) -> None:
         ucs2 = not text.isascii()

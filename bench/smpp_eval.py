@@ -1,6 +1,11 @@
 """Evaluate SMPP client libraries against one loopback SMSC (tests/smsc/server.py).
 
-    python bench/smpp_eval.py [--count 5000] [--windows 1,10,50] [--libs smpp34,smpp34-nodelay,smpplib,aiosmpplib]
+    python bench/smpp_eval.py [--count 5000] [--windows 1,10,50] [--libs smpp34,smpp34-nodelay,smpp34-uvloop,session,connector]
+
+``session`` is ftpbatch's own session layer (dispatch/smpp/session.py, on
+uvloop, smpp34's codec) driven exactly as the bare smpp34 client is; the
+comparison that decided to replace smpp34's client (which answers every
+deliver_sm itself and has no query_sm) by it.
 
 Every run starts a fresh test SMSC (asyncio + the smpp.pdu3 codec, receipts
 off so only submit_sm round trips are measured), binds one transceiver and
@@ -81,6 +86,48 @@ def run_smpp34(port: int, count: int, window: int, nodelay: bool) -> float:
         return count / elapsed
 
     return asyncio.run(main())
+
+
+# --- ftpbatch's own session layer (dispatch/smpp/session.py) ---------------
+def run_session(port: int, count: int, window: int, loop: str = "uvloop") -> float:
+    """The session layer the connector runs on, driven like the bare smpp34 client: W workers, one submit each."""
+    import uvloop
+
+    from ftpbatch.dispatch.smpp import pdu
+    from ftpbatch.dispatch.smpp.session import open_session
+
+    async def main() -> float:
+        session = await open_session("eval", "127.0.0.1", port, lambda s, seq, raw: s.respond([seq]), timeout=10)
+        await session.bind("trx", "eval", "pw", "", 10)
+        counter = iter(range(count))
+        ok = 0
+
+        async def worker() -> None:
+            nonlocal ok
+            for i in counter:
+                head, _ = await session.request(lambda seq: pdu.submit_sm(
+                    seq, dest(i), BODY, source_addr="EVAL", registered_delivery=1))[1]
+                ok += head.status == 0
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(window)))
+        elapsed = time.perf_counter() - t0
+        assert ok == count, ok
+        await session.unbind(5)
+        return count / elapsed
+
+    return uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())
+
+
+def run_smpp34_uvloop(port: int, count: int, window: int) -> float:
+    import uvloop
+
+    real_run = asyncio.run
+    asyncio.run = uvloop.run  # type: ignore[assignment]  # run_smpp34 calls asyncio.run
+    try:
+        return run_smpp34(port, count, window, nodelay=True)
+    finally:
+        asyncio.run = real_run
 
 
 # --- smpplib -------------------------------------------------------------
@@ -216,6 +263,9 @@ RUNNERS: dict[str, Callable[[int, int, int], float]] = {
     "smpp34-nodelay": lambda p, n, w: run_smpp34(p, n, w, nodelay=True),
     "smpplib": run_smpplib,
     "aiosmpplib": run_aiosmpplib,
+    "smpp34-uvloop": run_smpp34_uvloop,
+    "session": run_session,
+    "session-asyncio": lambda p, n, w: run_session(p, n, w, loop="asyncio"),
     "connector": run_connector,
 }
 

@@ -91,6 +91,13 @@ class DispatchSettings:
     lease_seconds: float = 60.0
     #: Seconds after submit when a missing receipt stops holding the batch open.
     receipt_timeout: float = 48 * 3600.0
+    #: Seconds a message may wait at 003 before its receipt is asked for with
+    #: query_sm (SMPP connectors; again with backoff while unanswered); 0: never.
+    #: Messages submitted before a restart are asked about right after it.
+    receipt_query_after: float = 300.0
+    #: Seconds a receipt that matches no message stays parked (re-tried) before
+    #: it is counted as never matched.
+    parked_receipt_expiry: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -301,6 +308,7 @@ rescan_seconds = 30
 [dispatch]
 connector = "sim"          # or "smpp://system_id:password@host:2775?window=50"
 tps = 0                    # messages per second over the connector; 0 = no limit
+receipt_query_after = 300  # seconds at 003 before a receipt is asked for with query_sm; 0 = never
 
 [report]
 interval = 0.25

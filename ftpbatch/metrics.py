@@ -33,7 +33,8 @@ from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .errors import ConfigError
-from .dispatch.connector import Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
+from .dispatch.connector import Ack, Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
+from .models import MoMessage, QueryOutcome, QueryRequest
 from .ledger import Ledger
 
 if TYPE_CHECKING:
@@ -178,7 +179,17 @@ class LedgerCollector:
         pending = GaugeMetricFamily("ftpbatch_callback_backlog", "Callbacks waiting in the outbox (due now or later).", labels=["due"])
         pending.add_metric(["now"], backlog.due)
         pending.add_metric(["later"], backlog.pending - backlog.due)
-        return [uploads, batches, messages, queue, pending]
+        unmatched = GaugeMetricFamily(
+            "ftpbatch_receipts_unmatched", "Receipts matching no message: parked (re-tried) or never_matched (given up).",
+            labels=["state"])
+        for state, n in ledger.inbound.unmatched_receipts().items():
+            unmatched.add_metric([state], n)
+        queries = CounterMetricFamily(
+            "ftpbatch_receipt_queries", "query_sm about overdue receipts: asked, final (applied), open (to ask again).",
+            labels=["result"])
+        for result, n in ledger.inbound.query_tally().items():
+            queries.add_metric([result], n)
+        return [uploads, batches, messages, queue, pending, unmatched, queries]
 
 
 class GatewayCollector:
@@ -245,6 +256,13 @@ class MeteredConnector(Connector):
     def stop(self, timeout: float = 5.0) -> None:
         self.inner.stop(timeout)
 
+    @property
+    def can_query(self) -> bool:  # type: ignore[override]  # a property over the class attribute
+        return self.inner.can_query
+
+    def query(self, requests: Sequence[QueryRequest]) -> None:
+        self.inner.query(requests)
+
     def _submitted(self, results: Sequence[SubmitResult]) -> None:
         now = time.monotonic()
         accepted = failed = retried = 0
@@ -292,9 +310,15 @@ class _MeteredEvents:
         self.owner._submitted(results)
         self.events.submitted(results)
 
-    def receipts(self, receipts: Sequence[Receipt]) -> None:
+    def receipts(self, receipts: Sequence[Receipt], ack: Ack | None = None) -> None:
         self.owner._receipts(receipts)
-        self.events.receipts(receipts)
+        self.events.receipts(receipts, ack)
+
+    def mo_messages(self, messages: Sequence[MoMessage], ack: Ack | None = None) -> None:
+        self.events.mo_messages(messages, ack)
+
+    def query_answers(self, outcomes: Sequence[QueryOutcome]) -> None:
+        self.events.query_answers(outcomes)
 
     def connection_state(self, up: bool, detail: str) -> None:
         self.events.connection_state(up, detail)

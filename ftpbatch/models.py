@@ -182,3 +182,53 @@ class Receipt:
     status: str  # "004", "007", "010" or "005"
     at: dt.datetime
     error_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MoMessage:
+    """A mobile-originated message: a deliver_sm that is not a delivery receipt.
+
+    ``source`` is the handset that sent it, ``destination`` the number or
+    short code it was sent to (one of ours). ``text`` is decoded from
+    ``data_coding`` (GSM 03.38, Latin-1, UCS-2); ``raw`` is the short_message
+    as received, UDH included, for anything the decoding could not say.
+    """
+
+    account: str
+    source: str
+    destination: str
+    text: str
+    data_coding: int
+    received_at: dt.datetime
+    raw: bytes = b""
+    #: concatenation (reference, total, sequence) when the MO is one part of several, else None
+    concat: tuple[int, int, int] | None = None
+    #: the ledger's id (mo_messages.id) once stored; None before
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    """A message whose receipt is overdue, to be asked about with query_sm."""
+
+    message_id: int
+    upstream_id: str
+    sender: str | None  # the source address it was submitted with (query_sm needs it)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOutcome:
+    """The SMSC's answer to a query_sm.
+
+    ``status`` is the contract code of a final state (applied like a
+    receipt), None when the message is not final yet or the answer was an
+    error (``detail`` says which); ``refused``: the SMSC does not support
+    query_sm at all (generic_nack, ESME_RINVCMDID).
+    """
+
+    account: str
+    message_id: int
+    upstream_id: str
+    status: str | None
+    detail: str = ""
+    refused: bool = False

@@ -65,6 +65,8 @@ class Gateway:
             lease_seconds=settings.dispatch.lease_seconds,
             connector_tps=settings.dispatch.tps,
             on_change=self._dispatch_changed,
+            receipt_query_after=settings.dispatch.receipt_query_after,
+            parked_receipt_expiry=settings.dispatch.parked_receipt_expiry,
         )
         self.ingest = Ingest(
             self.ledger,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Callable
@@ -55,3 +56,14 @@ class TokenBucket:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
+
+    async def acquire(self, n: int = 1) -> None:
+        """Wait (without blocking the event loop) until ``n`` tokens are there, then take them."""
+        if self.unlimited:
+            return
+        while True:
+            wait = self.wait_time(n)
+            if wait <= 0:
+                self.take(n)
+                return
+            await asyncio.sleep(wait)

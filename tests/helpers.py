@@ -51,8 +51,10 @@ def add_product(root: Path, name: str, password: str, allow_ip: str = "", **fiel
 class ServerProcess:
     """``python -m ftpbatch serve`` in a subprocess, on 127.0.0.1 and a free port."""
 
-    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None, group: bool = False) -> None:
         self.root = root
+        #: run in a process group of its own, so kill_group() takes its helpers down with it
+        self.group = group
         self.extra = extra
         self.env = {**os.environ, **TEST_ENV, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
@@ -72,6 +74,7 @@ class ServerProcess:
             text=True,
             env=self.env,
             cwd=REPO,
+            start_new_session=self.group,
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
@@ -102,6 +105,15 @@ class ServerProcess:
         return code
 
     def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def kill_group(self) -> None:
+        """SIGKILL the whole process group (the server and any helper it started); needs ``group=True``."""
+        assert self.proc is not None and self.group
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.stop(signal.SIGKILL)
 
     def ftp(self, account: Account, source_ip: str = "127.0.0.1") -> ftplib.FTP:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import collections
 import io
+import time
 from pathlib import Path
 
+from ftpbatch.ledger import Ledger
 
-from .helpers import ServerProcess, add_product, read_report, wait_for_summary
+from .helpers import ServerProcess, add_product, find_summary, read_report, wait_for_summary
 
 LONG_GSM = "Your parcel is on its way; track it with the code below. " * 4  # ~236 chars: 2 parts
 LONG_UCS2 = "Привет! Ваш заказ отправлен, ожидайте доставку завтра. " * 2  # ~110 chars UCS-2: 2 parts
@@ -159,3 +161,108 @@ def test_sigkill_mid_batch_loses_nothing_and_flags_bounded_duplicates(tmp_path: 
     assert resent <= flagged  # every message sent twice is flagged in the report
     assert len(flagged) <= 2 * window  # and they are bounded by the window
     assert summary["counts"]["possible_duplicates"] == len(flagged)
+
+
+# ---------------------------------------------------------------- lose nothing
+def test_five_sigkills_with_receipts_in_flight_every_message_reaches_004(tmp_path: Path, smsc_factory):
+    """Kill the gateway's process group five times mid-batch; every receipt still lands.
+
+    The SMSC refuses query_sm, so only re-delivery of unanswered deliver_sm
+    can bring back a receipt that reached a killed gateway: if a receipt were
+    answered before it was stored, its message would stay at 003 and the
+    batch (receipt_timeout 48 h) would not complete.
+    """
+    window = 10
+    smsc = smsc_factory("happy", resp_delay=0.004, receipt_delay=0.2, query_refusal="nack")
+    root = tmp_path / "root"
+    account = add_product(root, "bank", "bank-password")
+    rows = 2500
+    data = ("to,text\n" + "".join(f"4479{n:08d},kill loop {n}\n" for n in range(rows))).encode()
+    url = smsc.url(window=window, reconnect_min=0.1)
+    for kill, at in enumerate((200, 600, 1000, 1500, 2000)):
+        server = ServerProcess(root, "--connector", url, group=True).start()
+        try:
+            if kill == 0:
+                upload(server, account, "kill.csv", data)
+            assert smsc.wait_for(lambda s: len(s.submits()) >= at, timeout=60), len(smsc.submits())
+        finally:
+            server.kill_group()
+    assert len(smsc.submits()) < rows + 5 * 2 * window, "the batch finished before the last kill"
+    with ServerProcess(root, "--connector", url, group=True) as server:
+        summary = wait_for_summary(root, "bank", "kill.csv", ("complete",), timeout=60)
+        report = read_report(root, "bank", summary)
+
+    assert {r["status"] for r in report} == {"004"}, collections.Counter(r["status"] for r in report)
+    assert summary["counts"]["delivered"] == rows and summary["counts"]["receipt_timeouts"] == 0
+    by_dest = submits_by_dest(smsc)
+    assert set(by_dest) == {r["to"] for r in report}
+    resent = {d for d, events in by_dest.items() if len(events) > 1}
+    flagged = {r["to"] for r in report if r["possible_duplicate"] == "1"}
+    assert resent <= flagged and len(flagged) <= 5 * 2 * window
+    # the kills did land with receipts sent and not yet answered, and the SMSC sent them again
+    assert smsc.events("unanswered"), "no kill caught a receipt in flight; the test proved nothing"
+    assert any(e.get("redelivered") for e in smsc.events("receipt"))
+    assert len(smsc.events("query_sm")) <= window  # refused once, then never asked again
+
+
+def test_dropped_receipts_are_recovered_by_query_sm(tmp_path: Path, smsc_factory):
+    smsc = smsc_factory("happy", drop_receipt_suffix="7", stat=["57=UNDELIV", "3=UNDELIV"])
+    root = tmp_path / "root"
+    account = add_product(root, "shop", "shop-password")
+    numbers = [f"4477009{n:05d}" for n in range(100)]
+    data = ("to,text\n" + "".join(f"{n},hello {n}\n" for n in numbers)).encode()
+    env = {"FTPBATCH_DISPATCH_RECEIPT_QUERY_AFTER": "1"}
+    with ServerProcess(root, "--connector", smsc.url(), env=env) as server:
+        upload(server, account, "dropped.csv", data)
+        summary = wait_for_summary(root, "shop", "dropped.csv", ("complete",), timeout=40)
+        report = {r["to"]: r for r in read_report(root, "shop", summary)}
+    dropped = {e["dest"] for e in smsc.submits() if e.get("receipt") == "dropped"}
+    assert len(dropped) == 10
+    for number in numbers:
+        expected = "007" if number.endswith(("3", "57")) else "004"  # ...57: dropped, and undeliverable
+        assert report[number]["status"] == expected, (number, report[number])
+    assert summary["counts"]["delivered"] == 89 and summary["counts"]["failed"] == 11
+    queried = collections.Counter(e["id"] for e in smsc.events("query_sm"))
+    dropped_ids = {e["message_id"] for e in smsc.submits() if e.get("receipt") == "dropped"}
+    assert dropped_ids <= set(queried)  # each dropped one was asked about
+
+
+def test_smsc_refusing_query_sm_is_not_asked_again(tmp_path: Path, smsc_factory):
+    smsc = smsc_factory("happy", drop_receipt_suffix="7", query_refusal="status")
+    root = tmp_path / "root"
+    account = add_product(root, "shop", "shop-password")
+    data = ("to,text\n" + "".join(f"4477009{n:05d},hello {n}\n" for n in range(50))).encode()
+    env = {"FTPBATCH_DISPATCH_RECEIPT_QUERY_AFTER": "0.5"}
+    with ServerProcess(root, "--connector", smsc.url(window=4), env=env) as server:
+        upload(server, account, "refused.csv", data)
+        assert smsc.wait_for(lambda s: len(s.events("query_sm")) >= 1, timeout=30)
+        first = wait_for_summary(root, "shop", "refused.csv", ("dispatching",), timeout=30)
+        # several query sweeps (one a second) later: nothing more asked
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+        asked = len(smsc.events("query_sm"))
+    assert asked <= 2  # at most the queries already in flight when the refusal came back (half the window)
+    with ServerProcess(root, "--connector", smsc.url(window=4), env=env):  # remembered across a restart
+        time.sleep(3)
+    assert len(smsc.events("query_sm")) == asked
+    report = read_report(root, "shop", find_summary(root, "shop", "refused.csv") or first)
+    statuses = collections.Counter(r["status"] for r in report)
+    assert statuses == {"004": 45, "003": 5}
+
+
+def test_mo_messages_are_stored_with_decoded_text(tmp_path: Path, smsc_factory):
+    smsc = smsc_factory("happy", mo=["447700900001:12345:STOP", "447700900002:12345:Привет"])
+    root = tmp_path / "root"
+    add_product(root, "shop", "shop-password")
+    with ServerProcess(root, "--connector", smsc.url()):
+        assert smsc.wait_for(lambda s: len(s.events("deliver_sm_resp")) == 2, timeout=20)
+    ledger = Ledger(root / "ftpbatch.db")
+    try:
+        stored = ledger.inbound.mo_messages()
+    finally:
+        ledger.close()
+    assert [(m.source, m.destination, m.text) for m in stored] == [
+        ("447700900001", "12345", "STOP"), ("447700900002", "12345", "Привет")]
+    assert [m.data_coding for m in stored] == [0, 8]
+    assert all(m.account.startswith("smpp:esme@127.0.0.1:") and m.id for m in stored)

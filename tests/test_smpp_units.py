@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ftpbatch.dispatch.smpp.connector import _relative_time, _source_address
+from ftpbatch.dispatch.smpp.fields import relative_time as _relative_time, source_address as _source_address
 from ftpbatch.dispatch.smpp.encoding import (
     DCS_GSM,
     DCS_UCS2,

@@ -7,7 +7,15 @@ reports back, asynchronously, through :class:`ConnectorEvents`:
 * ``receipts`` for delivery receipts, keyed by (``account``, upstream id) and
   *not* by anything the connector remembers: the ledger owns that map
   (DESIGN.md §12.3), so a receipt that overtakes its submit response, or
-  arrives after a restart, still finds its message.
+  arrives after a restart, still finds its message;
+* ``mo_messages`` for messages sent by handsets to us (not receipts);
+* ``query_answers`` for the outcomes of :meth:`Connector.query`.
+
+``receipts`` and ``mo_messages`` may come with an ``ack``: the receiver calls
+it once the batch is stored (committed in the ledger), and only then does the
+connector acknowledge them upstream. Never calling it is safe (the upstream
+delivers them again after a reconnect); calling it before they are stored
+is how receipts get lost.
 
 Connectors never touch the ledger. They may call the event methods from any
 thread; the dispatcher queues the events and writes them in bulk.
@@ -16,17 +24,24 @@ thread; the dispatcher queues the events and writes them in bulk.
 from __future__ import annotations
 
 import abc
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
-from ..models import OutboundMessage, Receipt, SubmitResult
+from ..models import MoMessage, OutboundMessage, QueryOutcome, QueryRequest, Receipt, SubmitResult
 
-__all__ = ["Connector", "ConnectorEvents", "OutboundMessage", "Receipt", "SubmitResult"]
+__all__ = ["Ack", "Connector", "ConnectorEvents", "OutboundMessage", "Receipt", "SubmitResult"]
+
+#: called by the receiver of a batch once it is stored; thread-safe
+Ack = Callable[[], None]
 
 
 class ConnectorEvents(Protocol):
     def submitted(self, results: Sequence[SubmitResult]) -> None: ...
 
-    def receipts(self, receipts: Sequence[Receipt]) -> None: ...
+    def receipts(self, receipts: Sequence[Receipt], ack: Ack | None = None) -> None: ...
+
+    def mo_messages(self, messages: Sequence[MoMessage], ack: Ack | None = None) -> None: ...
+
+    def query_answers(self, outcomes: Sequence[QueryOutcome]) -> None: ...
 
     def connection_state(self, up: bool, detail: str) -> None: ...
 
@@ -54,6 +69,17 @@ class Connector(abc.ABC):
         over gets exactly one ``SubmitResult`` through ``events.submitted``
         (possibly ``retry=True``).
         """
+
+    def query(self, requests: Sequence[QueryRequest]) -> None:
+        """Ask the upstream about messages whose receipt is overdue.
+
+        Each request gets one outcome through ``events.query_answers``.
+        Called only when :attr:`can_query` is true.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot query the upstream")
+
+    #: False: :meth:`query` is not supported and never called
+    can_query: bool = False
 
     @property
     @abc.abstractmethod

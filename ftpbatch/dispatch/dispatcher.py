@@ -7,22 +7,30 @@ Two threads:
   connector;
 * the *sink* receives the connector's events (from any thread) through a
   queue and writes them to the ledger in bulk, so that thousands of answers
-  a second cost a few transactions, not thousands.
+  a second cost a few transactions, not thousands. Receipts and MO messages
+  are acknowledged to the connector (``ack``) only after the transaction
+  that stored them committed: an SMSC re-delivers what was not acknowledged,
+  so a crash loses none of them.
+
+The feeder also asks the connector about overdue receipts (query_sm, when
+the connector can): messages at ``003`` longer than ``receipt_query_after``
+seconds, and at start-up every message submitted before it; final answers
+are applied like receipts.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from ..ledger import Ledger
-from ..models import Product
+from ..models import MoMessage, Product, QueryOutcome, Receipt, SubmitResult
 from ..throttle import TokenBucket
-from ..models import Receipt, SubmitResult
-from .connector import Connector
+from .connector import Ack, Connector
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,13 @@ _SINK_GATHER_SECONDS = 0.002
 _SINK_MAX_EVENTS = 5000
 _PRODUCTS_REFRESH_SECONDS = 1.0
 _RECEIPT_SWEEP_SECONDS = 1.0
+#: how often the ledger is asked for overdue receipts to query, and at most how many at once
+_QUERY_SWEEP_SECONDS = 1.0
+_QUERY_BATCH = 500
+#: how often parked receipts (no message matched yet) are tried again
+_PARKED_SWEEP_SECONDS = 30.0
+
+MoListener = Callable[[Sequence[MoMessage]], None]
 
 
 class Dispatcher:
@@ -46,6 +61,8 @@ class Dispatcher:
         lease_seconds: float = 60.0,
         connector_tps: float = 0.0,
         on_change: Callable[[], None] = lambda: None,
+        receipt_query_after: float = 300.0,
+        parked_receipt_expiry: float = 3600.0,
     ) -> None:
         self.ledger = ledger
         self.connector = connector
@@ -71,13 +88,35 @@ class Dispatcher:
         self.connector_up = False
         self.connector_detail = "not started"
         self.unmatched_receipts = 0
+        #: seconds at 003 after which a message's receipt is asked for with query_sm (0: never)
+        self.receipt_query_after = receipt_query_after
+        #: seconds a receipt matching no message stays parked before it counts as never matched
+        self.parked_receipt_expiry = parked_receipt_expiry
+        #: messages submitted before this moment (the previous process) are queried at once
+        self.started_at = time.time()
+        self._mo_listeners: list[MoListener] = []
+
+    def add_mo_listener(self, listener: MoListener) -> None:
+        """Call ``listener(messages)`` with every batch of MO messages, right after they are stored.
+
+        Called on the sink thread: a listener must be quick (hand work off);
+        one that raises is logged and does not stop the others. The messages
+        carry their ledger id (``MoMessage.id``).
+        """
+        self._mo_listeners.append(listener)
 
     # --- ConnectorEvents -----------------------------------------------
     def submitted(self, results: Sequence[SubmitResult]) -> None:
         self._events.put(("results", list(results)))
 
-    def receipts(self, receipts: Sequence[Receipt]) -> None:
-        self._events.put(("receipts", list(receipts)))
+    def receipts(self, receipts: Sequence[Receipt], ack: Ack | None = None) -> None:
+        self._events.put(("receipts", (list(receipts), ack)))
+
+    def mo_messages(self, messages: Sequence[MoMessage], ack: Ack | None = None) -> None:
+        self._events.put(("mo", (list(messages), ack)))
+
+    def query_answers(self, outcomes: Sequence[QueryOutcome]) -> None:
+        self._events.put(("queries", list(outcomes)))
 
     def connection_state(self, up: bool, detail: str) -> None:
         self.connector_up = up
@@ -88,6 +127,7 @@ class Dispatcher:
 
     # --- lifecycle -----------------------------------------------------
     def start(self) -> None:
+        self.started_at = time.time()
         resumed = self.ledger.expire_leases_of(self.node_id)
         if resumed:
             log.warning("resuming %d message(s) in flight when this node last stopped; flagged possible duplicates", resumed)
@@ -115,13 +155,24 @@ class Dispatcher:
 
     # --- feeder --------------------------------------------------------
     def _feed(self) -> None:
-        last_sweep = 0.0
+        last_sweep = last_query = last_parked = 0.0
         while not self._stopping.is_set():
             try:
                 now = time.time()
                 if now - last_sweep >= _RECEIPT_SWEEP_SECONDS:
                     last_sweep = now
                     if self.ledger.time_out_receipts(now):
+                        self.on_change()
+                if now - last_query >= _QUERY_SWEEP_SECONDS:
+                    last_query = now
+                    self._query_overdue(now)
+                if now - last_parked >= _PARKED_SWEEP_SECONDS:
+                    last_parked = now
+                    applied, expired = self.ledger.inbound.retry_parked(now, self.parked_receipt_expiry)
+                    if expired:
+                        log.warning("%d receipt(s) matched no message within %gs; counted as never matched",
+                                    expired, self.parked_receipt_expiry)
+                    if applied:
                         self.on_change()
                 with self._feeding:
                     sent = self._feed_once(now) if self.connector.is_up else 0
@@ -131,6 +182,18 @@ class Dispatcher:
             if not sent:
                 self._wake.wait(self._idle_wait())
                 self._wake.clear()
+
+    def _query_overdue(self, now: float) -> None:
+        """Hand the connector the messages whose receipt is overdue (query_sm)."""
+        connector = self.connector
+        if not connector.can_query or not self.receipt_query_after or not connector.is_up:
+            return
+        requests = self.ledger.inbound.due_queries(
+            connector.account, now, max(now - self.receipt_query_after, self.started_at),
+            self.ledger.receipt_timeout, self.receipt_query_after, _QUERY_BATCH)
+        if requests:
+            log.info("asking the SMSC about %d overdue receipt(s) with query_sm", len(requests))
+            connector.query(requests)
 
     def _idle_wait(self) -> float:
         wait = 0.5
@@ -193,33 +256,78 @@ class Dispatcher:
     def _write(self, batch: list[tuple[str, object]]) -> None:
         results: list[SubmitResult] = []
         receipts: list[Receipt] = []
+        mo: list[MoMessage] = []
+        outcomes: list[QueryOutcome] = []
+        acks: list[Ack] = []
         for kind, payload in batch:
             if kind == "results":
                 results.extend(payload)  # type: ignore[arg-type]
-            elif kind == "receipts":
-                receipts.extend(payload)  # type: ignore[arg-type]
+            elif kind in ("receipts", "mo"):
+                items, ack = cast("tuple[list[Any], Ack | None]", payload)
+                (receipts if kind == "receipts" else mo).extend(items)
+                if ack is not None:
+                    acks.append(ack)
+            elif kind == "queries":
+                outcomes.extend(payload)  # type: ignore[arg-type]
+        # a final query answer is a receipt the SMSC did not send (or we lost)
+        receipts += [Receipt(o.account, o.upstream_id, o.status, _now_utc(), None if o.status == "004" else o.detail)
+                     for o in outcomes if o.status is not None]
         recorded = len(results)
-        delay = 0.1
-        while True:
+        stored_mo = self._retrying("record %d result(s) and %d receipt(s)" % (len(results), len(receipts)),
+                                   lambda: self._record(results, receipts, mo, outcomes))
+        # Only now, with everything committed, may the SMSC forget what it sent us.
+        for ack in acks:
             try:
-                # one transaction, answers first: a receipt in the same gather finds its message
-                parked = self.ledger.record_answers(self.connector.account, results, receipts)
-                if parked:
-                    self.unmatched_receipts += parked
-                    log.info("%d receipt(s) arrived before their submit answer; parked in the ledger", parked)
-                break
+                ack()
             except Exception:
-                # Answers are only in memory here: keep trying rather than drop
-                # them (if the process dies meanwhile, leases expire and the
-                # messages are re-sent, flagged possible duplicates).
-                log.exception("could not record %d result(s) and %d receipt(s); retrying", len(results), len(receipts))
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                log.exception("acknowledging stored receipts failed; the SMSC will deliver them again")
+        if stored_mo:
+            self._tell_mo_listeners(stored_mo)
         if recorded:
             with self._in_flight_lock:
                 self._in_flight -= recorded
             self._refill()
         self.on_change()
+
+    def _record(self, results: list[SubmitResult], receipts: list[Receipt], mo: list[MoMessage],
+                outcomes: list[QueryOutcome]) -> list[MoMessage]:
+        # one transaction, answers first: a receipt in the same gather finds its message
+        parked = self.ledger.record_answers(self.connector.account, results, receipts)
+        if parked:
+            self.unmatched_receipts += parked
+            log.info("%d receipt(s) arrived before their submit answer; parked in the ledger", parked)
+        if outcomes:
+            account = self.connector.account
+            newly_refused = any(o.refused for o in outcomes) and not self.ledger.inbound.query_refused(account)
+            self.ledger.inbound.note_query_outcomes(outcomes)
+            if newly_refused:
+                log.warning("the SMSC refuses query_sm: overdue receipts are no longer asked for; "
+                            "they stay at 003 until receipt_timeout")
+        return self.ledger.inbound.store_mo(mo) if mo else []
+
+    def _retrying(self, what: str, write: Callable[[], list[MoMessage]]) -> list[MoMessage]:
+        """Run ``write`` until it succeeds.
+
+        Answers are only in memory here: keep trying rather than drop them (if
+        the process dies meanwhile, leases expire and the messages are
+        re-sent, flagged possible duplicates; receipts and MO, never
+        acknowledged, are delivered again by the SMSC).
+        """
+        delay = 0.1
+        while True:
+            try:
+                return write()
+            except Exception:
+                log.exception("could not %s; retrying", what)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _tell_mo_listeners(self, messages: list[MoMessage]) -> None:
+        for listener in self._mo_listeners:
+            try:
+                listener(messages)
+            except Exception:
+                log.exception("MO listener %r failed for %d message(s)", listener, len(messages))
 
     def _refill(self) -> None:
         """Lease into the room the answers just freed, from this thread.
@@ -239,3 +347,7 @@ class Dispatcher:
             self._wake.set()
         finally:
             self._feeding.release()
+
+
+def _now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -80,6 +80,10 @@ class SimConnector(Connector):
 
     def submit(self, messages: Sequence[OutboundMessage]) -> None:
         assert self._events is not None, "start() first"
+        if self._stopping:  # the contract: after stop, everything comes straight back for retry
+            self._events.submitted([SubmitResult(m.message_id, m.attempt, error_text="connector stopped", retry=True)
+                                    for m in messages])
+            return
         results = []
         due = time.monotonic() + self.receipt_delay
         receipts = []

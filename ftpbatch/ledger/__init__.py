@@ -12,6 +12,7 @@ from .bans import AddressBan, BanStore
 from .batches import BatchStore
 from .blocks import BlockCache
 from .db import Database
+from .inbound import InboundStore
 from .messages import MessageStore
 from .migrations import migrate
 from .outbox import OutboxStore
@@ -28,6 +29,8 @@ class Ledger(ProductStore, BatchStore, MessageStore, BanStore, OutboxStore, Usag
         self.receipt_timeout = receipt_timeout
         self.block_cache = BlockCache()
         migrate(self.db)
+        #: MO messages, receipt queries, parked-receipt retries (composed, not mixed in)
+        self.inbound = InboundStore(self.db)
 
     def bump_counter(self, name: str, by: int = 1) -> None:
         with self.db.transaction() as tx:

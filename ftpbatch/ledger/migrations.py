@@ -190,6 +190,48 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX message_blocks_by_batch ON message_blocks (batch_seq, first_row);
         """,
     ),
+    (
+        5,
+        "MO messages, receipt queries, upstream capabilities",
+        """
+        -- messages sent by handsets to us (deliver_sm that are not receipts);
+        -- stored before the SMSC gets its deliver_sm_resp (see ledger/inbound.py)
+        CREATE TABLE mo_messages (
+            id            INTEGER PRIMARY KEY,
+            account       TEXT NOT NULL,      -- the connector account it came in on
+            source        TEXT NOT NULL,      -- the handset (source_addr)
+            destination   TEXT NOT NULL,      -- our number or short code (destination_addr)
+            text          TEXT NOT NULL,      -- decoded
+            data_coding   INTEGER NOT NULL,
+            raw           BLOB,               -- short_message as received, UDH included
+            concat_ref    INTEGER,            -- one part of a concatenated MO: reference, total, sequence
+            concat_total  INTEGER,
+            concat_seq    INTEGER,
+            received_at   REAL NOT NULL
+        );
+        CREATE INDEX mo_messages_by_source ON mo_messages (source, received_at);
+
+        -- query_sm state of messages whose receipt is overdue: when to ask
+        -- (again), how often it was asked, what the last answer said
+        CREATE TABLE receipt_queries (
+            message_id   INTEGER PRIMARY KEY REFERENCES messages(id),
+            tries        INTEGER NOT NULL DEFAULT 0,
+            next_at      REAL NOT NULL,
+            last_answer  TEXT,
+            updated_at   REAL NOT NULL
+        );
+
+        -- what an upstream account was found (not) to support, e.g.
+        -- ('smpp:esme@host:2775', 'query_sm', 'refused'), remembered across restarts
+        CREATE TABLE upstream_capabilities (
+            account     TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            value       TEXT NOT NULL,
+            updated_at  REAL NOT NULL,
+            PRIMARY KEY (account, name)
+        );
+        """,
+    ),
 ]
 
 

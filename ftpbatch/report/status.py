@@ -56,6 +56,8 @@ def ledger_status(ledger: Ledger) -> dict[str, Any]:
             {"address": b.address, "until": b.banned_until, "failures": b.failures}
             for b in ledger.active_bans(time.time())
         ],
+        "receipts": {**ledger.inbound.unmatched_receipts(),
+                     **{f"queries_{k}": n for k, n in ledger.inbound.query_tally().items()}},
     }
 
 
@@ -256,6 +258,12 @@ def render_status(document: dict[str, Any]) -> str:
     lines.append(
         f"queue: {queue.get('queued', 0):,} queued, {queue.get('scheduled', 0):,} scheduled, "
         f"{queue.get('awaiting_receipt', 0):,} awaiting a receipt"
+    )
+    rc = document.get("receipts") or {}
+    lines.append(
+        f"receipts: {rc.get('parked', 0):,} parked (no message yet), {rc.get('never_matched', 0):,} never matched; "
+        f"query_sm {rc.get('queries_asked', 0):,} asked, {rc.get('queries_final', 0):,} answered final, "
+        f"{rc.get('queries_open', 0):,} open"
     )
     cb = document.get("callbacks") or {}
     lines.append(

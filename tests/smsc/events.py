@@ -6,16 +6,25 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ftpbatch.models import Receipt, SubmitResult
+from ftpbatch.dispatch.connector import Ack
+from ftpbatch.models import MoMessage, QueryOutcome, Receipt, SubmitResult
 
 
 class CollectingEvents:
-    """Thread-safe; ``wait_until`` polls a predicate on the collected state."""
+    """Thread-safe; ``wait_until`` polls a predicate on the collected state.
 
-    def __init__(self) -> None:
+    Receipts and MO messages are acknowledged at once (``auto_ack``), as if
+    stored; with ``auto_ack=False`` their acks wait in :attr:`acks`.
+    """
+
+    def __init__(self, auto_ack: bool = True) -> None:
         self._cond = threading.Condition()
+        self.auto_ack = auto_ack
+        self.acks: list[Ack] = []
         self.results: list[SubmitResult] = []
         self.receipt_list: list[Receipt] = []
+        self.mo_list: list[MoMessage] = []
+        self.outcomes: list[QueryOutcome] = []
         self.states: list[tuple[bool, str]] = []
         self.calls = 0  # how many submitted() calls: results should arrive in batches
 
@@ -26,10 +35,28 @@ class CollectingEvents:
             self.results.extend(results)
             self._cond.notify_all()
 
-    def receipts(self, receipts: Sequence[Receipt]) -> None:
+    def receipts(self, receipts: Sequence[Receipt], ack: Ack | None = None) -> None:
         with self._cond:
             self.receipt_list.extend(receipts)
+            self._took(ack)
+
+    def mo_messages(self, messages: Sequence[MoMessage], ack: Ack | None = None) -> None:
+        with self._cond:
+            self.mo_list.extend(messages)
+            self._took(ack)
+
+    def query_answers(self, outcomes: Sequence[QueryOutcome]) -> None:
+        with self._cond:
+            self.outcomes.extend(outcomes)
             self._cond.notify_all()
+
+    def _took(self, ack: Ack | None) -> None:
+        if ack is not None:
+            if self.auto_ack:
+                ack()
+            else:
+                self.acks.append(ack)
+        self._cond.notify_all()
 
     def connection_state(self, up: bool, detail: str) -> None:
         with self._cond:

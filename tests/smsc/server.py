@@ -20,6 +20,17 @@ Modes (each adds exactly one misbehaviour to ``happy``):
 ``nack_some``       generic_nack instead of submit_sm_resp for every ``--nack-every``-th
 ``server_unbind``   sends unbind after ``--unbind-after`` submits (once), then closes
 
+Store and forward, in every mode: a deliver_sm (receipt or MO) not answered
+with deliver_sm_resp when its connection ends is kept and delivered again
+to the next receiver of that system_id (``"redelivered": true`` in the
+record), as a real SMSC does. ``query_sm`` is answered with the message's
+state (ENROUTE until its receipt is due, then its final state), unless
+``--query-refusal nack|status`` (generic_nack, or query_sm_resp with
+ESME_RINVCMDID). ``--drop-receipt-suffix S``: destinations ending in S never
+get a receipt (query_sm still knows their state). ``--mo SOURCE:DEST:TEXT``
+(repeatable): MO messages sent to the first receiver that binds (UCS-2 when
+the text is not ASCII).
+
 The PDU codec is ``smpp.pdu3`` (from smpp.twisted3), deliberately not the
 client library, so a codec bug cannot hide on both sides.
 """
@@ -93,6 +104,9 @@ class Options:
     nack_every: int = 7
     unbind_after: int = 20
     resp_delay: float = 0.0
+    drop_receipt_suffix: tuple[str, ...] = ()
+    query_refusal: str = "none"  # none | nack | status
+    mo: tuple[str, ...] = ()
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -118,6 +132,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--nack-every", type=int, default=7)
     p.add_argument("--unbind-after", type=int, default=20)
     p.add_argument("--resp-delay", type=float, default=None)
+    p.add_argument("--drop-receipt-suffix", default="", help="comma-separated: these destinations get no receipt")
+    p.add_argument("--query-refusal", choices=("none", "nack", "status"), default="none")
+    p.add_argument("--mo", action="append", default=[], metavar="SOURCE:DEST:TEXT")
     a = p.parse_args(argv)
     stat = {}
     for item in a.stat:
@@ -134,6 +151,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         silent_suffix=tuple(s for s in a.silent_suffix.split(",") if s),
         throttle_every=a.throttle_every, drop_after=a.drop_after, drop_times=a.drop_times,
         nack_every=a.nack_every, unbind_after=a.unbind_after, resp_delay=resp_delay,
+        drop_receipt_suffix=tuple(x for x in a.drop_receipt_suffix.split(",") if x),
+        query_refusal=a.query_refusal, mo=tuple(a.mo),
     )
 
 
@@ -189,6 +208,9 @@ class Smsc:
         self.receivers: list[SmscProtocol] = []
         # Receipts for a system_id with no receiver bound: (system_id, deliver_sm args, record).
         self.parked: deque[tuple[str, dict[str, Any], dict[str, Any]]] = deque()
+        # What query_sm answers: submit_sm_resp id -> (final stat word, loop time its receipt is due)
+        self.states: dict[str, tuple[str, float]] = {}
+        self.mo_sent = False
 
     def ids(self) -> tuple[str, str]:
         """A fresh (submit_sm_resp id, id in the receipt text)."""
@@ -224,6 +246,8 @@ class SmscProtocol(asyncio.Protocol):
         self.closing = False
         self.seq = 0
         self.conn_submits = 0
+        # deliver_sm sent on this connection and not answered yet: seq -> (args, record)
+        self.unacked: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         smsc.connections += 1
         self.conn = smsc.connections
 
@@ -241,6 +265,16 @@ class SmscProtocol(asyncio.Protocol):
         self.closing = True
         if self in self.smsc.receivers:
             self.smsc.receivers.remove(self)
+        # store and forward: what the ESME never answered goes to its next receiver
+        for args, record in self.unacked.values():
+            assert self.system_id is not None
+            self.smsc.parked.append((self.system_id, args, {k: v for k, v in record.items() if k not in ("conn", "seq")}))
+            self.smsc.rec.write({"event": "unanswered", "conn": self.conn, "seq": record.get("seq"),
+                                 "id": record.get("id")})
+        self.unacked.clear()
+        target = self.smsc.receiver_for(self.system_id) if self.system_id else None
+        if target is not None:
+            target._flush_parked()
         self.smsc.rec.write({"event": "disconnect", "conn": self.conn, "error": str(exc) if exc else None})
         self.smsc.rec.flush()
 
@@ -319,7 +353,10 @@ class SmscProtocol(asyncio.Protocol):
             self._drop()
         elif name == "unbind_resp":
             self._drop()
+        elif name == "query_sm":
+            self.on_query(pdu)
         elif name == "deliver_sm_resp":
+            self.unacked.pop(pdu.seqNum, None)
             self.smsc.rec.write({"event": "deliver_sm_resp", "conn": self.conn, "seq": pdu.seqNum,
                                  "status": pdu.status.name})
         elif name == "generic_nack":
@@ -352,6 +389,63 @@ class SmscProtocol(asyncio.Protocol):
         if self.bind_type in ("transceiver", "receiver"):
             self.smsc.receivers.append(self)
             self._flush_parked()
+            if self.o.mo and not self.smsc.mo_sent:
+                self.smsc.mo_sent = True
+                for spec in self.o.mo:
+                    self._send_mo(*spec.split(":", 2))
+
+    def on_query(self, pdu: op.PDU) -> None:
+        message_id = pdu.params["message_id"].decode()
+        record: dict[str, Any] = {"event": "query_sm", "conn": self.conn, "id": message_id,
+                                  "source": (pdu.params["source_addr"] or b"").decode()}
+        if self.o.query_refusal == "nack":
+            record["answer"] = "generic_nack"
+            self.smsc.rec.write(record)
+            self.send(op.GenericNack(seqNum=pdu.seqNum, status=pt.CommandStatus.ESME_RINVCMDID))
+            return
+        if self.o.query_refusal == "status":
+            record["answer"] = "ESME_RINVCMDID"
+            self.smsc.rec.write(record)
+            self._error_resp(0x80000003, pt.CommandStatus.ESME_RINVCMDID, pdu.seqNum)
+            return
+        known = self.smsc.states.get(message_id)
+        if known is None:
+            record["answer"] = "ESME_RQUERYFAIL"
+            self.smsc.rec.write(record)
+            self._error_resp(0x80000003, pt.CommandStatus.ESME_RQUERYFAIL, pdu.seqNum)
+            return
+        stat, due = known
+        word = stat if asyncio.get_running_loop().time() >= due else "ENROUTE"
+        record["answer"] = word
+        self.smsc.rec.write(record)
+        self.send(op.QuerySMResp(seqNum=pdu.seqNum, message_id=message_id, final_date=None,
+                                 message_state=getattr(pt.MessageState, _STATE_ENUM[word]),
+                                 error_code=0 if word in ("DELIVRD", "ENROUTE") else 1))
+
+    def _error_resp(self, command_id: int, status: pt.CommandStatus, seq: int) -> None:
+        """A response with an error status and no body (SMPP 3.4 §3.3; smpp.pdu3 insists on the body)."""
+        raw = _HEADER.pack(16, command_id, constants.command_status_name_map[status.name], seq)
+        if self.transport is None or self.closing:
+            return
+        if self.out is not None:
+            self.out.append(raw)
+        else:
+            self.transport.write(raw)
+
+    def _send_mo(self, source: str, dest: str, text: str) -> None:
+        ucs2 = not text.isascii()
+        args = dict(
+            service_type="", source_addr_ton=pt.AddrTon.INTERNATIONAL, source_addr_npi=pt.AddrNpi.ISDN,
+            source_addr=source, dest_addr_ton=pt.AddrTon.UNKNOWN, dest_addr_npi=pt.AddrNpi.UNKNOWN,
+            destination_addr=dest, esm_class=pt.EsmClass(pt.EsmClassMode.DEFAULT, pt.EsmClassType.DEFAULT),
+            protocol_id=0, priority_flag=pt.PriorityFlag.LEVEL_0,
+            registered_delivery=pt.RegisteredDelivery(pt.RegisteredDeliveryReceipt.NO_SMSC_DELIVERY_RECEIPT_REQUESTED),
+            replace_if_present_flag=pt.ReplaceIfPresentFlag.DO_NOT_REPLACE,
+            data_coding=pt.DataCoding(pt.DataCodingScheme.DEFAULT, pt.DataCodingDefault.UCS2) if ucs2
+            else pt.DataCoding(), sm_default_msg_id=0,
+            short_message=text.encode("utf-16-be") if ucs2 else text.encode("ascii"),
+        )
+        self.deliver(args, {"event": "mo", "source": source, "dest": dest, "text": text})
 
     def on_submit(self, pdu: op.PDU, raw: bytes) -> None:
         smsc, o, p = self.smsc, self.o, pdu.params
@@ -409,9 +503,14 @@ class SmscProtocol(asyncio.Protocol):
         resp_id, text_id = smsc.ids()
         record["answer"] = "ok"
         record["message_id"] = resp_id
-        smsc.rec.write(record)
         wants_receipt = o.receipts and (reg & 0x03) in (1, 2)
         stat = smsc.stat_for(dest)
+        if (reg & 0x03) in (1, 2):
+            smsc.states[resp_id] = (stat, asyncio.get_running_loop().time() + o.receipt_delay)
+        if wants_receipt and o.drop_receipt_suffix and dest.endswith(o.drop_receipt_suffix):
+            wants_receipt = False
+            record["receipt"] = "dropped"
+        smsc.rec.write(record)
         if wants_receipt and (reg & 0x03) == 2 and stat == "DELIVRD":
             wants_receipt = False  # receipt on failure only
         if mode == "receipt_first":
@@ -470,6 +569,7 @@ class SmscProtocol(asyncio.Protocol):
     def deliver(self, args: dict[str, Any], record: dict[str, Any]) -> None:
         seq = self._next_seq()
         record.update(conn=self.conn, seq=seq)
+        self.unacked[seq] = (args, record)
         self.smsc.rec.write(record)
         self.send(op.DeliverSM(seqNum=seq, **args))
         self.smsc.rec.flush()

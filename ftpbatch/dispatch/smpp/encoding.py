@@ -152,3 +152,22 @@ def build_parts(text: str, encoding: str, *, split: Splitter, reference: int, pa
             body = gsm_unpacked(chunk)
         parts.append(Part(udh + body, dcs, esm, tlvs))
     return parts
+
+
+_FROM_SEPTET = {s[0]: ch for ch, s in _SEPTETS.items() if len(s) == 1}
+_FROM_EXTENSION = {s[1]: ch for ch, s in _SEPTETS.items() if len(s) == 2}
+
+
+def gsm_decode(data: bytes) -> str:
+    """Text of GSM 03.38 septets, one per octet (an MO message); an unknown septet becomes '?'."""
+    out: list[str] = []
+    escape = False
+    for septet in data:
+        if escape:
+            out.append(_FROM_EXTENSION.get(septet, " "))
+            escape = False
+        elif septet == 0x1B:
+            escape = True
+        else:
+            out.append(_FROM_SEPTET.get(septet & 0x7F, "?"))
+    return "".join(out)

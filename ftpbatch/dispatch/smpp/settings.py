@@ -58,6 +58,9 @@ class SmppSettings:
     #: throttling (ESME_RTHROTTLED / ESME_RMSGQFUL / generic_nack): first pause and cap, seconds
     throttle_min: float = 0.2
     throttle_max: float = 10.0
+    #: TLS on the connection (SMPP over TLS, often port 3550); ``tls_verify=0`` accepts any certificate
+    tls: bool = False
+    tls_verify: bool = True
     #: internal re-sends of one part after throttling before the message goes back to the ledger
     retry_max: int = 5
 
@@ -69,7 +72,7 @@ class SmppSettings:
 _INT = {"window", "source_ton", "source_npi", "dest_ton", "dest_npi", "retry_max"}
 _FLOAT = {"tps", "receipt_timeout", "enquire_link", "response_timeout", "connect_timeout",
           "reconnect_min", "reconnect_max", "throttle_min", "throttle_max"}
-_BOOL = {"gsm_packed", "sar"}
+_BOOL = {"gsm_packed", "sar", "tls", "tls_verify"}
 _STR = {"system_type", "service_type"}
 _CHOICE = {"bind": ("trx", "tx+rx"), "receipt_id": ("as-is", "dec", "hex")}
 OPTIONS = frozenset(_INT | _FLOAT | _BOOL | _STR | set(_CHOICE))

@@ -73,6 +73,8 @@ def test_metrics_port_in_use_is_one_clear_error(tmp_path: Path, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        assert main(["--root", str(tmp_path), "init", "--no-tls"]) == 0  # serve needs a root init made
+        capsys.readouterr()
         code = main(["--root", str(tmp_path), "serve", "--ftp-port", "0", "--metrics-port", str(port)])
     assert code == 1
     err = capsys.readouterr().err

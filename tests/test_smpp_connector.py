@@ -446,7 +446,6 @@ def test_unreachable_smsc_hands_messages_back(connect: Connect, tmp_path: Any) -
 
 
 def test_bad_password_is_reported_and_retried(smsc: SmscProcess) -> None:
-    # smpp34 does not surface a refused bind: it shows as "bind timed out" after connect_timeout.
     bad = SmppConnector.from_url(smsc.url(password="wrong", connect_timeout=0.3, **FAST))  # type: ignore[arg-type]
     bad_events = CollectingEvents()
     bad.start(bad_events)
@@ -454,6 +453,7 @@ def test_bad_password_is_reported_and_retried(smsc: SmscProcess) -> None:
         assert bad_events.wait_until(lambda e: len(e.states) >= 2, 5)
         assert not any(bad_events.ups())
         assert all("bind" in detail and "failed" in detail for _, detail in bad_events.states)
+        assert "ESME_RINVPASWD" in bad_events.states[0][1]  # the refusal is named, not a timeout
         assert {b["status"] for b in smsc.events("bind") if b["type"] == "transceiver"} >= {"ESME_RINVPASWD"}
     finally:
         bad.stop()

@@ -223,3 +223,27 @@ def test_token_bucket_rate():
     assert bucket.available() == 0
     assert 0.05 < bucket.wait_time(1) <= 0.1 + 1e-6
     assert TokenBucket(0).unlimited
+
+
+def test_receipts_that_never_match_are_dropped_and_counted_in_status_and_metrics(ledger: Ledger):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ftpbatch.metrics import LedgerCollector
+    from ftpbatch.report.status import ledger_status
+
+    seq = new_batch(ledger, 1)
+    (message,) = ledger.lease("node", "acme", 1, time.time(), 60)
+    assert ledger.record_receipts([Receipt("sim", "ghost", codes.DELIVERED, NOW),
+                                   Receipt("sim", "late", codes.DELIVERED, NOW)]) == 2
+    assert ledger.inbound.unmatched_receipts() == {"parked": 2, "never_matched": 0}
+    ledger.record_results("sim", [SubmitResult(message.message_id, message.attempt, upstream_id="late")])
+    assert statuses(ledger, seq) == {"004": 1}  # the parked one found its message
+    now = time.time()
+    assert ledger.inbound.retry_parked(now, expire_after=3600) == (0, 0)  # "ghost" still waits
+    assert ledger.inbound.unmatched_receipts() == {"parked": 1, "never_matched": 0}
+    assert ledger.inbound.retry_parked(now + 7200, expire_after=3600) == (0, 1)  # given up on, and counted
+    assert ledger.inbound.unmatched_receipts() == {"parked": 0, "never_matched": 1}
+    assert ledger_status(ledger)["receipts"]["never_matched"] == 1
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(ledger, cache_seconds=0))
+    assert 'ftpbatch_receipts_unmatched{state="never_matched"} 1.0' in generate_latest(registry).decode()

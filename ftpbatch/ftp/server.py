@@ -59,7 +59,7 @@ class GatewayFTPServer:
         self.ioloop = IOLoop()
         self.auth_pool = ThreadPoolExecutor(max_workers=settings.auth_threads, thread_name_prefix="ftp-auth")
         self.waker = LoopWaker(self.ioloop)
-        authorizer = ProductAuthorizer(ledger, storage)
+        authorizer = ProductAuthorizer(ledger, storage, self.guard.bans)
         context = HandlerContext(authorizer, self.auth_pool, self.waker, on_upload, settings, self.guard, tls is not None)
         # A subclass per server instead of mutating FTPHandler's class
         # attributes: two servers in one process (tests) never share settings.

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import __version__
+from . import __version__, cli_ssh
 from .config import DEFAULT_TOML, SETTINGS_FILE, Settings, load_settings, root_path
 from .errors import FtpbatchError, NotFound, ProductError, UsageError
 from .logs import configure as configure_logs
@@ -59,6 +59,7 @@ def _product_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enabled", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--quota-mb", type=float, help="storage quota for inbox/, reports/ and archive/, in MB (0 = none)")
     parser.add_argument("--retention-days", type=int, help="days archived files and reports are kept (0 = forever; default: the server's)")
+    cli_ssh.add_key_options(parser)
 
 
 def invoked_as(argv0: str | None = None) -> str:
@@ -113,6 +114,9 @@ def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     serve.add_argument("--log-json", action="store_true", help="log one JSON object per line instead of text")
     serve.add_argument("--tls-cert")
     serve.add_argument("--tls-key")
+    serve.add_argument("--sftp-port", type=int, help="also serve SFTP on this port (0: any free port)")
+    serve.add_argument("--sftp-host", help="address for SFTP (default: the FTP host)")
+    serve.add_argument("--sftp-host-key", metavar="FILE", help="SSH host key (default: the one init made under the root)")
 
     product = commands.add_parser("product", help="manage products (FTP users)").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -242,6 +246,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"data root ready: {settings.root}")
     if tls_note:
         print(tls_note)
+    print(cli_ssh.init_host_key(settings))
     if args.demo:
         if ledger.get_product("demo") is None:
             password = secrets.token_urlsafe(12)
@@ -297,6 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "tls_cert": str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
             "tls_key": str(Path(args.tls_key).resolve()) if args.tls_key else None,
         },
+        sftp={"port": args.sftp_port, "host": args.sftp_host, "host_key": cli_ssh.host_key_override(args.sftp_host_key)},
         dispatch={"connector": args.connector},
         metrics={"port": args.metrics_port},
     )
@@ -310,6 +316,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = gateway.ftp.address
     products = [p.name for p in gateway.ledger.list_products()]
     print(f"ftpbatch {__version__} serving FTP on {host}:{port} (connector: {redact_url(settings.dispatch.connector)}, root: {settings.root})", flush=True)
+    if gateway.sftp is not None:
+        sftp_host, sftp_port = gateway.sftp.address
+        print(f"serving SFTP on {sftp_host}:{sftp_port} (host key {gateway.sftp.fingerprint})", flush=True)
     if gateway.ops is not None:
         print(f"metrics on {gateway.ops.url}/metrics, health on {gateway.ops.url}/healthz, status on {gateway.ops.url}/status", flush=True)
     if products:
@@ -382,16 +391,28 @@ def cmd_product(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             check_product_name(args.name)
-            if not args.password_stdin:
-                raise UsageError("product add needs --password-stdin (passwords are never taken from the command line)")
+            keys, keys_only = cli_ssh.key_changes(args)
+            if not args.password_stdin and not (keys and keys_only):
+                raise UsageError(
+                    "product add needs --password-stdin (passwords are never taken from the command line), "
+                    "or --ssh-key-file FILE --ssh-keys-only for a product that logs in by SSH key only"
+                )
             changes = _product_changes(args)
+            changes.setdefault("password_hash", cli_ssh.unusable_password_hash())
             # one record, checked whole: a refused setting leaves no half-made product behind
             ledger.add_product(Product(args.name, **changes))
             storage.ensure_home(args.name)
             print(f"product {args.name!r} added; FTP home {storage.home(args.name)}")
+            shown = cli_ssh.store_keys(ledger, args.name, keys, keys_only)
+            if shown:
+                print(shown)
         elif args.action == "set":
+            keys, keys_only = cli_ssh.key_changes(args)  # checked before anything changes
             product = ledger.update_product(args.name, **_product_changes(args))
             print(f"product {product.name!r} updated")
+            shown = cli_ssh.store_keys(ledger, args.name, keys, keys_only)
+            if shown:
+                print(shown)
         elif args.action == "list":
             products = ledger.list_products()
             if args.json:
@@ -405,7 +426,7 @@ def cmd_product(args: argparse.Namespace) -> int:
             found = ledger.get_product(args.name)
             if found is None:
                 raise NotFound(f"no product named {args.name!r}; see '{args.prog} product list'")
-            print(json.dumps(found.public_view(), indent=2))
+            print(json.dumps({**found.public_view(), **cli_ssh.ssh_view(ledger, found.name)}, indent=2))
     finally:
         ledger.close()
     return 0

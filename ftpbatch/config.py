@@ -72,6 +72,22 @@ class FtpSettings:
 
 
 @dataclass(frozen=True)
+class SftpSettings:
+    """The SFTP server beside FTP (off unless a port is set: an upgrade never opens a new port by itself)."""
+
+    #: TCP port (e.g. 2222); unset: no SFTP server. 0: any free port (tests).
+    port: int | None = None
+    #: Address to listen on; empty: the [ftp] host.
+    host: str = ""
+    #: The ed25519 host key ``ftpbatch init`` makes; relative paths are under the data root.
+    host_key: str = "ssh/host_ed25519_key"
+    #: Seconds a client may take to log in before it is disconnected.
+    login_timeout: float = 30.0
+    #: Threads checking password hashes and keys off the SFTP loop.
+    auth_threads: int = 4
+
+
+@dataclass(frozen=True)
 class IntakeSettings:
     #: Seconds a locally dropped file's size and mtime must stay unchanged.
     settle_seconds: float = 0.3
@@ -164,6 +180,7 @@ class Settings:
     #: Identifies this machine in leases (DESIGN.md §12.6).
     node_id: str = field(default_factory=socket.gethostname)
     ftp: FtpSettings = field(default_factory=FtpSettings)
+    sftp: SftpSettings = field(default_factory=SftpSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
@@ -187,7 +204,7 @@ class Settings:
         return self.root / SETTINGS_FILE
 
 
-_SECTIONS = ("ftp", "intake", "dispatch", "report", "callbacks", "metrics")
+_SECTIONS = ("ftp", "sftp", "intake", "dispatch", "report", "callbacks", "metrics")
 
 
 def root_path(root: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -300,6 +317,10 @@ ban_window = 600
 ban_seconds = 900          # ... ban it this long (ftpbatch ban list | lift ADDRESS)
 min_free_mb = 100          # uploads refused below this much free disk
 accept_rate = 100          # new connections per second (30 at once); the rest wait their turn; 0 = no limit
+
+[sftp]
+# port = 2222              # SFTP beside FTP (or serve --sftp-port); off while unset
+host_key = "ssh/host_ed25519_key"   # made by ftpbatch init; products log in with keys or passwords
 
 [intake]
 settle_seconds = 0.3

@@ -45,11 +45,18 @@ log = logging.getLogger(__name__)
 # Process-wide, because the FTP handler has no reference to the gateway's
 # registry; every Metrics registry exposes it.
 FTP_LOGINS = Counter("ftpbatch_ftp_logins", "FTP logins by result (ok, failed).", ["result"], registry=None)
+LOGINS = Counter("ftpbatch_logins", "Logins by protocol (ftp, sftp) and result (ok, failed).", ["protocol", "result"], registry=None)
 
 
 def ftp_login(result: str) -> None:
     """Count one FTP login: ``ok`` or ``failed`` (cheap: safe on the FTP loop)."""
     FTP_LOGINS.labels(result).inc()
+    LOGINS.labels("ftp", result).inc()
+
+
+def count_login(protocol: str, result: str) -> None:
+    """Count one login of ``protocol`` (``sftp``; FTP goes through :func:`ftp_login`)."""
+    LOGINS.labels(protocol, result).inc()
 
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -131,6 +138,7 @@ class Metrics:
         for result in ("delivered", "retry", "given_up"):
             self.callbacks.labels(result)
         r.register(FTP_LOGINS)
+        r.register(LOGINS)
         if ledger is not None:
             r.register(LedgerCollector(ledger, ledger_cache_seconds))
 
@@ -332,6 +340,9 @@ def component_states(gateway: "Gateway") -> dict[str, bool]:
         "intake": gateway.intake is None or gateway.intake.is_up,
         "connector": gateway.connector.is_up,
     }
+    sftp = getattr(gateway, "sftp", None)
+    if sftp is not None:
+        states["sftp"] = sftp.thread is not None and sftp.thread.is_alive()
     callbacks = getattr(gateway, "callbacks", None)
     if callbacks is not None:
         states["callbacks"] = callbacks.is_up

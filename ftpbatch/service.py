@@ -1,4 +1,4 @@
-"""Wires the stages together: FTP -> intake -> ingest (parse, rules) -> ledger -> dispatch -> reports.
+"""Wires the stages together: FTP (and SFTP) -> intake -> ingest (parse, rules) -> ledger -> dispatch -> reports.
 
 ``serve`` runs everything; ``process`` runs the same pipeline without the FTP
 server and the inbox watcher. Shutdown goes front to back, so each stage
@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Settings
 from .dispatch.connectors import make_connector
@@ -28,6 +29,9 @@ from .report.status import StatusBoard
 from .report.usage import MonthlyUsageFiles
 from .security.guard import Guard
 from .storage import LocalStorage
+
+if TYPE_CHECKING:
+    from .sftp.server import GatewaySFTPServer
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,12 @@ class Gateway:
             if self.guard is not None and self.intake is not None
             else None
         )
+        # SFTP beside FTP when a port is set: its own thread and loop (sftp/server.py)
+        self.sftp: GatewaySFTPServer | None = None
+        if self.ftp is not None and self.guard is not None and self.intake is not None and settings.sftp.port is not None:
+            from .sftp.server import GatewaySFTPServer  # asyncssh only where SFTP is served
+
+            self.sftp = GatewaySFTPServer(settings.sftp, settings.ftp, self.ledger, self.storage, self.intake.uploaded, self.guard)
         self._ftp_thread: threading.Thread | None = None
         self._started = False
         # status.json and the component gauges: only a serving gateway has them
@@ -116,6 +126,8 @@ class Gateway:
         if self.ftp is not None:
             self._ftp_thread = threading.Thread(target=self.ftp.serve, name="ftp-loop", daemon=True)
             self._ftp_thread.start()
+        if self.sftp is not None:
+            self.sftp.start()
         self._started = True
         if self.ops is not None:
             self.ops.start()
@@ -125,6 +137,7 @@ class Gateway:
     @property
     def ready(self) -> bool:
         ftp_up = self._ftp_thread is None or self._ftp_thread.is_alive()
+        ftp_up = ftp_up and (self.sftp is None or (self.sftp.thread is not None and self.sftp.thread.is_alive()))
         intake_up = self.intake is None or self.intake.is_up
         return self._started and ftp_up and intake_up and self.connector.is_up
 
@@ -132,6 +145,8 @@ class Gateway:
         """Stop front to back: no new uploads, finish what is in hand, write reports."""
         if self.ftp is not None:
             self.ftp.stop()
+        if self.sftp is not None:
+            self.sftp.stop()
         if self.guard is not None:
             self.guard.stop()
         if self.intake is not None:

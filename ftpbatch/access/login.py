@@ -43,12 +43,18 @@ class LoginDecision:
         """Check a password login; ``extra`` may refuse the product further (e.g. FTP's TLS rule)."""
         product = self.ledger.get_product(username)
         valid = self.verified.verify(product.password_hash if product else None, password)
-        return self._admit(product if valid else None, remote_ip, username, extra)
+        return self._admit(product if valid else None, remote_ip, username, extra, True)
 
-    def by_key(self, username: str, key_matches: Callable[[Product], bool], remote_ip: str) -> Login:
-        """Check an SSH key login: ``key_matches`` says whether the product lists the client's key."""
+    def by_key(self, username: str, key_matches: Callable[[Product], bool], remote_ip: str,
+               count_failure: bool = True) -> Login:
+        """Check an SSH key login: ``key_matches`` says whether the product lists the client's key.
+
+        ``count_failure=False``: the protocol counts refusals itself (an SSH
+        client offers several keys in one login).
+        """
         product = self.ledger.get_product(username)
-        return self._admit(product if product is not None and key_matches(product) else None, remote_ip, username, None)
+        matched = product if product is not None and key_matches(product) else None
+        return self._admit(matched, remote_ip, username, None, count_failure)
 
     def failed(self, remote_ip: str, username: str) -> None:
         """Count a failed login the protocol noticed itself (e.g. SSH keys all refused)."""
@@ -56,7 +62,7 @@ class LoginDecision:
             self.bans.failed(remote_ip, username)
 
     def _admit(self, product: Product | None, remote_ip: str, username: str,
-               extra: Callable[[Product], None] | None) -> Login:
+               extra: Callable[[Product], None] | None, count_failure: bool) -> Login:
         try:
             if product is None:
                 raise LoginRefused(WRONG_CREDENTIALS, code=codes.E_AUTH)
@@ -68,7 +74,8 @@ class LoginDecision:
             if not product.enabled:
                 raise LoginRefused("Login refused (code 001): this product is disabled; ask the operator.", code=codes.E_AUTH)
         except LoginRefused:
-            self.failed(remote_ip, username)
+            if count_failure:
+                self.failed(remote_ip, username)
             raise
         if extra is not None:
             extra(product)  # the right credentials: not counted as a guess

@@ -17,9 +17,10 @@ from .messages import MessageStore
 from .migrations import migrate
 from .outbox import OutboxStore
 from .products import ProductStore
+from .ssh_keys import SshAccess, SshKeyStore
 from .usage import UsageStore
 
-__all__ = ["AddressBan", "Ledger"]
+__all__ = ["AddressBan", "Ledger", "SshAccess"]
 
 
 class Ledger(ProductStore, BatchStore, MessageStore, BanStore, OutboxStore, UsageStore):
@@ -31,6 +32,8 @@ class Ledger(ProductStore, BatchStore, MessageStore, BanStore, OutboxStore, Usag
         migrate(self.db)
         #: MO messages, receipt queries, parked-receipt retries (composed, not mixed in)
         self.inbound = InboundStore(self.db)
+        #: SSH keys and the keys-only flag of each product (SFTP)
+        self.ssh_keys = SshKeyStore(self.db)
 
     def bump_counter(self, name: str, by: int = 1) -> None:
         with self.db.transaction() as tx:

@@ -74,6 +74,7 @@ def gateway_status(gateway: "Gateway", started_at: float, metrics_url: str | Non
             "address": _ftp_address(gateway),
             "sessions": ftp.sessions if ftp is not None else 0,
         },
+        **_sftp_component(gateway, states),
         "intake": {"up": states["intake"]},
         "connector": {
             "up": states["connector"],
@@ -104,6 +105,19 @@ def gateway_status(gateway: "Gateway", started_at: float, metrics_url: str | Non
         "components": components,
         **ledger_status(gateway.ledger),
     }
+
+
+def _sftp_component(gateway: "Gateway", states: dict[str, bool]) -> dict[str, Any]:
+    sftp = getattr(gateway, "sftp", None)
+    if sftp is None:
+        return {}
+    try:
+        host, port = sftp.address
+        address: str | None = f"{host}:{port}"
+    except OSError:  # not listening (stopping)
+        address = None
+    return {"sftp": {"up": states.get("sftp", False), "address": address, "sessions": sftp.sessions,
+                     "host_key": sftp.fingerprint}}
 
 
 def _ftp_address(gateway: "Gateway") -> str | None:
@@ -232,8 +246,10 @@ def render_status(document: dict[str, Any]) -> str:
         for name, state in (document.get("components") or {}).items():
             up = "up" if state.get("up") else "DOWN"
             detail = ""
-            if name == "ftp" and state.get("address"):
+            if name in ("ftp", "sftp") and state.get("address"):
                 detail = f"{state['address']}, {state.get('sessions', 0)} open session(s)"
+                if state.get("host_key"):
+                    detail += f", host key {state['host_key']}"
             elif name == "connector":
                 detail = f"{state.get('url', '')} ({state.get('detail', '')})"
             elif name == "callbacks":

@@ -41,7 +41,7 @@ from urllib.parse import urlencode, urlsplit
 from .. import __version__
 from ..config import CallbackSettings
 from ..ledger import Ledger
-from ..ledger.outbox import CallbackJob, CallbackOutcome
+from ..ledger.records import CallbackJob, CallbackOutcome
 from ..logs import redact_url
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from ..lazy import lazy_module
 
@@ -47,6 +47,7 @@ from .outbox import (
 
 # SQLite's default limit of host parameters per statement is 32766; stay well below.
 _IN_CHUNK = 500
+_T = TypeVar("_T")
 _PENDING = (codes.QUEUED, codes.SCHEDULED)
 # Rows per multi-row INSERT when block messages become rows (14 parameters each).
 _VALUES_ROWS = 500
@@ -71,7 +72,7 @@ def _value_marks(rows: int, width: int) -> str:
     return ", ".join([row] * rows)
 
 
-def _chunks(items: Sequence[object], size: int = _IN_CHUNK) -> Iterator[Sequence[object]]:
+def _chunks(items: Sequence[_T], size: int = _IN_CHUNK) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -152,7 +153,7 @@ class MessageStore:
         frame are left to their default."""
         constants = {"batch_seq": str(int(batch_seq)), "product": f"'{product}'", "updated_at": repr(float(now))}
         not_before = _epoch(frame["not_before"])
-        per_row: dict[str, list[object]] = {
+        per_row: dict[str, Sequence[object]] = {
             "row_no": frame["row"].astype("int64").tolist(),
             "destination": _values(frame["destination"]),
             "text": _values(frame["text"]),

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from . import __version__
 from .config import DEFAULT_TOML, SETTINGS_FILE, Settings, load_settings, root_path
@@ -38,7 +38,7 @@ log = logging.getLogger("ftpbatch")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
+    def error(self, message: str) -> NoReturn:  # one line, exit code 2
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 

@@ -229,15 +229,15 @@ class MeteredConnector(Connector):
         self._lock = threading.Lock()
 
     @property
-    def account(self) -> str:  # type: ignore[override]
+    def account(self) -> str:  # type: ignore[override]  # a property over the protocol's attribute
         return self.inner.account
 
     @property
-    def window(self) -> int:  # type: ignore[override]
+    def window(self) -> int:  # type: ignore[override]  # a property over the protocol's attribute
         return self.inner.window
 
     @property
-    def tps(self) -> float | None:  # type: ignore[override]
+    def tps(self) -> float | None:  # type: ignore[override]  # a property over the protocol's attribute
         return self.inner.tps
 
     @property

@@ -261,14 +261,14 @@ class Dispatcher:
         acks: list[Ack] = []
         for kind, payload in batch:
             if kind == "results":
-                results.extend(payload)  # type: ignore[arg-type]
+                results.extend(cast("list[SubmitResult]", payload))
             elif kind in ("receipts", "mo"):
                 items, ack = cast("tuple[list[Any], Ack | None]", payload)
                 (receipts if kind == "receipts" else mo).extend(items)
                 if ack is not None:
                     acks.append(ack)
             elif kind == "queries":
-                outcomes.extend(payload)  # type: ignore[arg-type]
+                outcomes.extend(cast("list[QueryOutcome]", payload))
         # a final query answer is a receipt the SMSC did not send (or we lost)
         receipts += [Receipt(o.account, o.upstream_id, o.status, _now_utc(), None if o.status == "004" else o.detail)
                      for o in outcomes if o.status is not None]

@@ -108,11 +108,11 @@ class GatewayFTPHandler(FTPHandler):
         return True
 
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
-        secure = self.tls_enabled and self._ssl_established  # type: ignore[attr-defined]
+        secure = self.tls_enabled and self._ssl_established
         if cmd in ("USER", "PASS") and self.context.settings.tls_required and not secure:
             self.respond("530 This server requires TLS: send AUTH TLS first (explicit FTPS, e.g. curl --ssl-reqd).")
             return
-        if secure and cmd in _DATA_COMMANDS and not self._prot:  # type: ignore[attr-defined]
+        if secure and cmd in _DATA_COMMANDS and not self._prot:
             self.respond(
                 "522 Data connections must be encrypted too: send 'PBSZ 0' and 'PROT P' first "
                 "(curl --ssl-reqd does; lftp: set ftp:ssl-protect-data true)."
@@ -134,7 +134,7 @@ class GatewayFTPHandler(FTPHandler):
         if self._refuse_if_banned():
             return
         username = self.username
-        tls = self.tls_enabled and self._ssl_established  # type: ignore[attr-defined]
+        tls = self.tls_enabled and self._ssl_established
         # Stop reading commands until the hash is checked; a client that
         # pipelines commands after PASS must not get them run unauthenticated.
         self.del_channel()

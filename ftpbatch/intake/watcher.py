@@ -71,7 +71,7 @@ class Intake:
         self._candidates: dict[Path, _Candidate] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._observer: Observer | None = None  # type: ignore[valid-type]  # watchdog picks its Observer class at import
         self._thread: threading.Thread | None = None
         self.claimed = 0
 
@@ -173,9 +173,9 @@ class Intake:
                 next_rescan = time.monotonic() + self.settings.rescan_seconds
                 self._safely(self.rescan)
             for path in self._settled():
-                product = self.storage.inbox_owner(path)
-                if product is not None:
-                    self._safely(self.claim, path, product, "drop")
+                owner = self.storage.inbox_owner(path)
+                if owner is not None:
+                    self._safely(self.claim, path, owner, "drop")
 
     def _settled(self) -> list[Path]:
         ready = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 from ..config import FtpSettings
 from ..ledger import Ledger
@@ -66,8 +67,8 @@ class Guard:
         self.ledger.prune_bans(time.time())
 
     @staticmethod
-    def _safely(fn: object) -> None:
+    def _safely(fn: Callable[[], object]) -> None:
         try:
-            fn()  # type: ignore[operator]
+            fn()
         except Exception:  # a failed refresh must not end the guard
             log.exception("guard step %s failed", getattr(fn, "__name__", fn))

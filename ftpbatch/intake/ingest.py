@@ -19,7 +19,7 @@ from typing import Callable
 
 from .. import codes
 from ..errors import BatchRejected
-from ..ledger import Ledger
+from ..ledger.protocol import IntakeLedger
 from ..models import Batch, Product
 from ..parse import FileCredentials, open_batch
 from ..passwords import verify_password
@@ -57,7 +57,7 @@ class Ingest:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: IntakeLedger,
         storage: LocalStorage,
         *,
         chunk_rows: int = 250_000,

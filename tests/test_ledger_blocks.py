@@ -19,7 +19,7 @@ from ftpbatch.errors import LedgerError
 from ftpbatch.ledger import Ledger
 from ftpbatch.ledger.blocks import BLOCK_ROWS
 
-from .test_ledger_dispatch import rows
+from .ledger_contract import rows
 
 # spans three blocks, the last one partly filled
 MANY = 2 * BLOCK_ROWS + 123

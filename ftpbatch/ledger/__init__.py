@@ -133,10 +133,6 @@ class Ledger:
         """Seconds after a submit when a missing receipt stops holding its batch open."""
         return self.answers.receipt_timeout
 
-    @receipt_timeout.setter
-    def receipt_timeout(self, seconds: float) -> None:
-        self.answers.receipt_timeout = seconds
-
     def bump_counter(self, name: str, by: int = 1) -> None:
         with self.db.transaction() as tx:
             bump_counter(tx, name, by)

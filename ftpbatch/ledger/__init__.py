@@ -8,21 +8,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bans import AddressBan, BanStore
+from .answers import AnswerStore
+from .bans import BanStore
 from .batches import BatchStore
+from .blockqueue import BlockQueue
 from .blocks import BlockCache
 from .db import Database
 from .inbound import InboundStore
+from .leases import LeaseStore
 from .messages import MessageStore
 from .migrations import migrate
 from .outbox import OutboxStore
 from .products import ProductStore
+from .records import AddressBan
+from .reports import ReportStore
 from .usage import UsageStore
 
 __all__ = ["AddressBan", "Ledger"]
 
 
-class Ledger(ProductStore, BatchStore, MessageStore, BanStore, OutboxStore, UsageStore):
+class Ledger(
+    ProductStore, BatchStore, MessageStore, BlockQueue, LeaseStore, AnswerStore, ReportStore, BanStore, OutboxStore, UsageStore
+):
     def __init__(self, path: Path, receipt_timeout: float = 48 * 3600.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Database(path)

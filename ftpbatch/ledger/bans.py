@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from .db import Database
-
-
-class AddressBan(NamedTuple):
-    address: str
-    banned_until: float
-    failures: int
-    reason: str
-    created_at: float
+from .records import AddressBan
 
 
 class BanStore:

@@ -22,11 +22,11 @@ bit 2 (levels 2 and 3) final statuses.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from .. import codes
 from .db import Database
+from .records import CallbackBacklog, CallbackJob, CallbackOutcome
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -91,44 +91,6 @@ def queue_callbacks_for_batch(
         where += " AND m.row_no BETWEEN ? AND ?"
         params += rows
     tx.execute(_INSERT_SELECT.format(where=where), (now, now, *params))
-
-
-@dataclass(frozen=True)
-class CallbackJob:
-    """One claimed callback, with everything needed to POST it."""
-
-    id: int
-    attempt: int
-    tries: int  # POSTs made before this one
-    product: str
-    url: str | None  # None: the product's callback URL was removed meanwhile
-    user: str | None
-    password: str | None
-    lease_until: float
-    fields: dict[str, str]
-
-
-@dataclass(frozen=True)
-class CallbackOutcome:
-    """What became of one claimed callback.
-
-    ``kind`` is ``delivered``, ``retry`` (again at ``next_at``), ``failed``
-    (given up) or ``released`` (not posted: back to the queue untouched).
-    """
-
-    id: int
-    attempt: int
-    kind: str
-    next_at: float = 0.0
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class CallbackBacklog:
-    pending: int  # waiting for a first try or a retry
-    due: int  # of those, due now
-    delivered: int  # since the ledger was created
-    given_up: int
 
 
 class OutboxStore:

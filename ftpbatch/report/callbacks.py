@@ -42,7 +42,7 @@ from .. import __version__
 from ..config import CallbackSettings
 from ..lifecycle import all_alive
 from ..ledger import Ledger
-from ..ledger.outbox import CallbackJob, CallbackOutcome
+from ..ledger.records import CallbackJob, CallbackOutcome
 from ..logs import redact_url
 
 log = logging.getLogger(__name__)

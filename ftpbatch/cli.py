@@ -544,7 +544,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # --- status -------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    from .report.status import read_status, render_status
+    from .ops.status import read_status, render_status
 
     settings = _settings(args)
     document = read_status(settings)

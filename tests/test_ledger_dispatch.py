@@ -72,8 +72,8 @@ def test_token_bucket_rate():
 def test_receipts_that_never_match_are_dropped_and_counted_in_status_and_metrics(ledger: Ledger):
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from ftpbatch.metrics import LedgerCollector
-    from ftpbatch.report.status import ledger_status
+    from ftpbatch.ops.metrics import LedgerCollector
+    from ftpbatch.ops.status import ledger_status
 
     seq = new_batch(ledger, 1)
     (message,) = ledger.lease("node", "acme", 1, time.time(), 60)

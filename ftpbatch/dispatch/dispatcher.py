@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable, Sequence, cast
 
 from ..ledger.protocol import DispatchLedger
+from ..lifecycle import all_alive
 from ..models import MoMessage, Product, QueryOutcome, Receipt, SubmitResult
 from ..throttle import TokenBucket
 from .connector import Ack, Connector
@@ -126,6 +127,13 @@ class Dispatcher:
             self._wake.set()
 
     # --- lifecycle -----------------------------------------------------
+    name = "dispatcher"
+
+    @property
+    def healthy(self) -> bool:
+        """Both the feeder and the sink run (the connector's own state is reported apart)."""
+        return all_alive(self._threads)
+
     def start(self) -> None:
         self.started_at = time.time()
         resumed = self.ledger.expire_leases_of(self.node_id)

@@ -26,7 +26,6 @@ from pyftpdlib.handlers import FTPHandler
 from .. import codes
 from ..config import FtpSettings
 from ..errors import LoginRefused
-from ..metrics import ftp_login
 from ..models import Product
 from ..security.bans import normal_address
 from ..security.guard import Guard
@@ -65,6 +64,8 @@ class HandlerContext:
     settings: FtpSettings
     guard: Guard
     tls_available: bool = False
+    #: Called on the FTP loop with ``ok`` or ``failed`` after each login (the gateway counts them).
+    on_login: Callable[[str], None] = lambda result: None  # a bare server (tests) counts nothing
 
     def check_login(self, username: str, password: str, address: str, tls: bool) -> Login:
         """On a worker thread: the hash check, and the failure count that leads to bans."""
@@ -186,10 +187,10 @@ class GatewayFTPHandler(FTPHandler):
         self.product = None
 
     def on_login(self, username: str) -> None:
-        ftp_login("ok")
+        self.context.on_login("ok")
 
     def on_login_failed(self, username: str, password: str) -> None:
-        ftp_login("failed")
+        self.context.on_login("failed")
 
     # --- what names and places a session may use --------------------------
     def pre_process_command(self, line: str, cmd: str, arg: str) -> None:

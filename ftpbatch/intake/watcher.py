@@ -102,9 +102,15 @@ class Intake:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    name = "intake"
+
     @property
     def is_up(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def healthy(self) -> bool:
+        return self.is_up
 
     # --- ways in -------------------------------------------------------
     def uploaded(self, path: Path, product: str) -> None:

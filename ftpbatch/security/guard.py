@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..config import FtpSettings
 from ..ledger import Ledger
+from ..lifecycle import all_alive
 from ..storage import LocalStorage
 from .bans import BanBook
 from .storage_guard import StorageGuard, apply_retention, remove_orphan_uploads
@@ -39,6 +40,12 @@ class Guard:
         self._scan_usage()
         self._thread = threading.Thread(target=self._run, name="guard", daemon=True)
         self._thread.start()
+
+    name = "guard"
+
+    @property
+    def healthy(self) -> bool:
+        return all_alive([self._thread])
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from . import __version__, cli_ssh
 from .config import DEFAULT_TOML, SETTINGS_FILE, Settings, load_settings, root_path
@@ -38,7 +38,7 @@ log = logging.getLogger("ftpbatch")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
+    def error(self, message: str) -> NoReturn:  # one line, exit code 2
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -565,7 +565,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # --- status -------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    from .report.status import read_status, render_status
+    from .ops.status import read_status, render_status
 
     settings = _settings(args)
     document = read_status(settings)

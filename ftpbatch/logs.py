@@ -123,7 +123,7 @@ def configure(json_lines: bool = False, level: int = logging.INFO, stream: TextI
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_ftpbatch", False)]:
         root.removeHandler(old)
-    handler._ftpbatch = True  # type: ignore[attr-defined]
+    handler._ftpbatch = True  # type: ignore[attr-defined]  # a mark to find our own handler again
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)

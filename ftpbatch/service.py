@@ -1,7 +1,10 @@
 """Wires the stages together: FTP (and SFTP) -> intake -> ingest (parse, rules) -> ledger -> dispatch -> reports.
 
 ``serve`` runs everything; ``process`` runs the same pipeline without the FTP
-server and the inbox watcher. Shutdown goes front to back, so each stage
+server and the inbox watcher. Every background part is a
+:class:`~ftpbatch.lifecycle.Service` in one ordered list: started in that
+order, stopped in reverse, so the observers (ops HTTP, status board) come up
+first and go last, and shutdown goes front to back (FTP first): each stage
 drains into one that is still running, and whatever is cut short is resumed
 from the ledger and the spool at the next start.
 """
@@ -9,10 +12,9 @@ from the ledger and the spool at the next start.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .dispatch.connectors import make_connector
@@ -21,11 +23,15 @@ from .ftp.server import GatewayFTPServer
 from .intake.ingest import Ingest
 from .intake.watcher import Intake
 from .ledger import Ledger
-from .metrics import GatewayCollector, MeteredConnector, Metrics, OpsServer, component_states
+from .lifecycle import Describes, Service
+from .logs import redact_url
 from .models import Batch
+from .ops.health import component_states
+from .ops.http import OpsServer
+from .ops.metrics import GatewayCollector, MeteredConnector, Metrics
+from .ops.status import StatusBoard
 from .report.callbacks import CallbackSender
 from .report.reporter import Reporter
-from .report.status import StatusBoard
 from .report.usage import MonthlyUsageFiles
 from .security.guard import Guard
 from .storage import LocalStorage
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 class Gateway:
     def __init__(self, settings: Settings, *, ftp: bool = True, watch_inboxes: bool = True, node_id: str | None = None) -> None:
         self.settings = settings
+        self.node_id = node_id or settings.node_id
         self.storage = LocalStorage(settings.root)
         self.storage.prepare()
         # the operator's view (/metrics, /healthz, /status): bound first, so a port
@@ -47,7 +54,7 @@ class Gateway:
         if ftp and settings.metrics.port is not None:
             self.ops = OpsServer(
                 settings.metrics.host, settings.metrics.port, lambda: self.metrics.render(), lambda: self.ready,
-                lambda: self.status_board.snapshot() if self.status_board else {}, lambda: component_states(self),
+                lambda: self.status_board.snapshot() if self.status_board else {}, self.health,
             )
         self.connector = make_connector(settings.dispatch.connector)
         # an SMPP URL may carry its own receipt_timeout; it wins over the setting
@@ -60,12 +67,12 @@ class Gateway:
         self.reporter = Reporter(self.ledger, self.storage, settings.report.interval, usage=usage)
         # the dispatcher only inserts outbox rows; this pool posts them, off the dispatch path
         self.callbacks = CallbackSender(
-            self.ledger, settings.callbacks, node_id or settings.node_id, observe=self.metrics.callback_outcome
+            self.ledger, settings.callbacks, self.node_id, observe=self.metrics.callback_outcome
         )
         self.dispatcher = Dispatcher(
             self.ledger,
             MeteredConnector(self.connector, self.metrics),
-            node_id or settings.node_id,
+            self.node_id,
             lease_seconds=settings.dispatch.lease_seconds,
             connector_tps=settings.dispatch.tps,
             on_change=self._dispatch_changed,
@@ -89,76 +96,72 @@ class Gateway:
             else None
         )
         self.ftp = (
-            GatewayFTPServer(settings.ftp, self.ledger, self.storage, on_upload=self.intake.uploaded, guard=self.guard)
+            GatewayFTPServer(
+                settings.ftp, self.ledger, self.storage, on_upload=self.intake.uploaded, guard=self.guard,
+                on_login=self.metrics.ftp_login,
+            )
             if self.guard is not None and self.intake is not None
             else None
         )
         # SFTP beside FTP when a port is set: its own thread and loop (sftp/server.py)
         self.sftp: GatewaySFTPServer | None = None
         if self.ftp is not None and self.guard is not None and self.intake is not None and settings.sftp.port is not None:
-            from .sftp.server import GatewaySFTPServer  # asyncssh only where SFTP is served
+            from .sftp.server import GatewaySFTPServer  # asyncssh is imported only where SFTP is served
 
-            self.sftp = GatewaySFTPServer(settings.sftp, settings.ftp, self.ledger, self.storage, self.intake.uploaded, self.guard)
-        self._ftp_thread: threading.Thread | None = None
+            self.sftp = GatewaySFTPServer(
+                settings.sftp, settings.ftp, self.ledger, self.storage, self.intake.uploaded, self.guard,
+                on_login=self.metrics.sftp_login,
+            )
         self._started = False
         # status.json and the component gauges: only a serving gateway has them
         self.status_board: StatusBoard | None = None
         if ftp:
             self.metrics.registry.register(GatewayCollector(self))
             self.status_board = StatusBoard(self, settings.metrics.status_interval, lambda: self.ops.url if self.ops else None)
+        # Start order; stop is the reverse. The observers first (they report the
+        # start-up and the shutdown), then each stage before the one feeding it.
+        candidates: list[Service | None] = [
+            self.ops, self.status_board, self.reporter, self.callbacks, self.dispatcher, self.ingest,
+            self.intake, self.guard, self.ftp, self.sftp,
+        ]
+        self.services: list[Service] = [s for s in candidates if s is not None]
 
     def _dispatch_changed(self) -> None:
         self.reporter.wake()
         self.callbacks.wake()
 
     def start(self) -> None:
-        """Start every stage; the FTP loop runs on a thread of its own."""
+        """Start every service in order (the FTP loop runs on a thread of its own)."""
         for product in self.ledger.list_products():
             self.storage.ensure_home(product.name)
-        self.reporter.start()
-        self.dispatcher.start()
-        self.callbacks.start()
-        self.ingest.start()
-        if self.intake is not None:
-            self.intake.start()
-        if self.guard is not None:
-            self.guard.start()
-        if self.ftp is not None:
-            self._ftp_thread = threading.Thread(target=self.ftp.serve, name="ftp-loop", daemon=True)
-            self._ftp_thread.start()
-        if self.sftp is not None:
-            self.sftp.start()
+        for service in self.services:
+            service.start()
         self._started = True
-        if self.ops is not None:
-            self.ops.start()
-        if self.status_board is not None:
-            self.status_board.start()
 
     @property
     def ready(self) -> bool:
-        ftp_up = self._ftp_thread is None or self._ftp_thread.is_alive()
-        ftp_up = ftp_up and (self.sftp is None or (self.sftp.thread is not None and self.sftp.thread.is_alive()))
-        intake_up = self.intake is None or self.intake.is_up
-        return self._started and ftp_up and intake_up and self.connector.is_up
+        """Started, every service healthy (a dead thread is not), and the connector up."""
+        return self._started and all(s.healthy for s in self.services) and self.connector.is_up
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        """What /healthz, /status and ``ftpbatch status`` say per service, in start order."""
+        found: dict[str, dict[str, Any]] = {}
+        for service in self.services:
+            found[service.name] = {"up": service.healthy, **(service.details() if isinstance(service, Describes) else {})}
+        found["connector"] = {
+            "up": self.connector.is_up,
+            "url": redact_url(self.settings.dispatch.connector),
+            "detail": self.dispatcher.connector_detail,
+        }
+        return found
+
+    def health(self) -> dict[str, bool]:
+        return component_states(self)
 
     def stop(self) -> None:
-        """Stop front to back: no new uploads, finish what is in hand, write reports."""
-        if self.ftp is not None:
-            self.ftp.stop()
-        if self.sftp is not None:
-            self.sftp.stop()
-        if self.guard is not None:
-            self.guard.stop()
-        if self.intake is not None:
-            self.intake.stop()
-        self.ingest.stop()
-        self.dispatcher.stop()
-        self.callbacks.stop()  # POSTs in progress finish and are recorded; the rest waits in the outbox
-        self.reporter.stop()
-        if self.status_board is not None:
-            self.status_board.stop()
-        if self.ops is not None:
-            self.ops.stop()
+        """Stop in reverse order: no new uploads, finish what is in hand, write reports."""
+        for service in reversed(self.services):
+            service.stop()
         self.ledger.close()
         self._started = False
 

@@ -149,7 +149,8 @@ class LocalStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as fh:
+            text = "b" not in mode
+            with os.fdopen(fd, mode, encoding="utf-8" if text else None, newline="" if text else None) as fh:
                 yield fh
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)

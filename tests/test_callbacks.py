@@ -24,7 +24,7 @@ from ftpbatch.report.callbacks import CallbackSender
 from ftpbatch.service import Gateway
 
 from .helpers import add_product
-from .test_ledger_dispatch import NOW, rows
+from .ledger_contract import NOW, rows
 
 FIELDS = {"api_id", "apiMsgId", "cliMsgId", "to", "timestamp", "from", "status", "charge"}
 
@@ -387,7 +387,7 @@ def test_leases_fence_outcomes_and_a_restart_resumes_its_own(tmp_path):
         again = ledger.claim_callbacks("node-a", 10, now, 60)
         assert [j.attempt for j in again] == [2, 2, 2]
         # the dead process's late "delivered" (attempt 1) changes nothing
-        from ftpbatch.ledger.outbox import CallbackOutcome
+        from ftpbatch.ledger.records import CallbackOutcome
 
         ledger.record_callback_outcomes([CallbackOutcome(claimed[0].id, claimed[0].attempt, "delivered")], now)
         assert ledger.callback_backlog(now).delivered == 0

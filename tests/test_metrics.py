@@ -51,7 +51,7 @@ def test_healthz_goes_unready_when_the_connector_is_down(tmp_path: Path):
         assert code == 503
         assert json.loads(body) == {
             "ready": False,
-            "components": {"ftp": True, "intake": True, "connector": False, "callbacks": True},
+            "components": {"ops-http": True, "status-board": True, "reporter": True, "callbacks": True, "dispatcher": True, "ingest": True, "intake": True, "guard": True, "ftp": True, "connector": False},
         }
         metrics = get(f"{url}/metrics")[1].decode()
         assert "ftpbatch_ready 0.0" in metrics and 'ftpbatch_up{component="connector"} 0.0' in metrics
@@ -140,7 +140,7 @@ def test_healthz_of_a_server_whose_smsc_refuses_is_503(tmp_path: Path):
     with ServerProcess(tmp_path, "--connector", f"smpp://esme:pw@127.0.0.1:{smsc_port}", "--metrics-port", str(metrics_port)):
         code, body = get(f"http://127.0.0.1:{metrics_port}/healthz")
         assert code == 503
-        assert json.loads(body)["components"] == {"ftp": True, "intake": True, "connector": False, "callbacks": True}
+        assert json.loads(body)["components"] == {"ops-http": True, "status-board": True, "reporter": True, "callbacks": True, "dispatcher": True, "ingest": True, "intake": True, "guard": True, "ftp": True, "connector": False}
         deadline = time.monotonic() + 10
         while True:  # the first bind attempt runs in the background
             status = json.loads(get(f"http://127.0.0.1:{metrics_port}/status")[1])
@@ -155,7 +155,7 @@ def test_healthz_of_a_server_whose_smsc_refuses_is_503(tmp_path: Path):
 def test_batched_histogram_exposes_what_a_prometheus_histogram_would():
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from ftpbatch.metrics import BatchedHistogram
+    from ftpbatch.ops.metrics import BatchedHistogram
 
     buckets = (0.001, 0.01, 0.1, 1.0)
     # on a bound, between bounds, below the first, above the last
@@ -175,3 +175,44 @@ def test_batched_histogram_exposes_what_a_prometheus_histogram_would():
 
     assert samples(ours) == samples(theirs)
     assert samples(ours)['x_seconds_bucket{le="0.001"}'] == "6.0"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread dies on purpose
+@pytest.mark.parametrize(
+    ("service", "cls", "loop"),
+    [
+        ("dispatcher", "ftpbatch.dispatch.dispatcher.Dispatcher", "_feed"),
+        ("ingest", "ftpbatch.intake.ingest.Ingest", "_run"),
+        ("reporter", "ftpbatch.report.reporter.Reporter", "_run"),
+    ],
+)
+def test_a_dead_service_thread_makes_healthz_unhealthy(tmp_path: Path, monkeypatch, service: str, cls: str, loop: str):
+    from ftpbatch.ops.status import render_status
+
+    def broken_loop(self) -> None:
+        raise RuntimeError(f"{service} loop broken on purpose")
+
+    monkeypatch.setattr(f"{cls}.{loop}", broken_loop)
+    settings = load_settings(
+        tmp_path, {"ftp": {"port": 0}, "metrics": {"port": 0, "status_interval": 0.1}, "dispatch": {"connector": "sim"}}
+    )
+    gateway = Gateway(settings, node_id="dead-thread")
+    gateway.start()
+    try:
+        assert gateway.ops is not None
+        url = gateway.ops.url
+        deadline = time.monotonic() + 10
+        while True:  # the connector binds in the background; the broken thread dies at once
+            code, body = get(f"{url}/healthz")
+            components = json.loads(body)["components"]
+            if (components[service] is False and components["connector"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert code == 503 and json.loads(body)["ready"] is False
+        assert components[service] is False
+        assert all(up for name, up in components.items() if name != service), components
+        status = json.loads(get(f"{url}/status")[1])
+        assert status["components"][service]["up"] is False
+        assert f"  {service:<10} DOWN" in render_status(status)
+    finally:
+        gateway.stop()

@@ -27,7 +27,8 @@ import threading
 import time
 from typing import Any, Callable, Sequence, cast
 
-from ..ledger import Ledger
+from ..ledger.protocol import DispatchLedger
+from ..lifecycle import all_alive
 from ..models import MoMessage, Product, QueryOutcome, Receipt, SubmitResult
 from ..throttle import TokenBucket
 from .connector import Ack, Connector
@@ -54,7 +55,7 @@ MoListener = Callable[[Sequence[MoMessage]], None]
 class Dispatcher:
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: DispatchLedger,
         connector: Connector,
         node_id: str,
         *,
@@ -126,6 +127,13 @@ class Dispatcher:
             self._wake.set()
 
     # --- lifecycle -----------------------------------------------------
+    name = "dispatcher"
+
+    @property
+    def healthy(self) -> bool:
+        """Both the feeder and the sink run (the connector's own state is reported apart)."""
+        return all_alive(self._threads)
+
     def start(self) -> None:
         self.started_at = time.time()
         resumed = self.ledger.expire_leases_of(self.node_id)
@@ -261,14 +269,14 @@ class Dispatcher:
         acks: list[Ack] = []
         for kind, payload in batch:
             if kind == "results":
-                results.extend(payload)  # type: ignore[arg-type]
+                results.extend(cast("list[SubmitResult]", payload))
             elif kind in ("receipts", "mo"):
                 items, ack = cast("tuple[list[Any], Ack | None]", payload)
                 (receipts if kind == "receipts" else mo).extend(items)
                 if ack is not None:
                     acks.append(ack)
             elif kind == "queries":
-                outcomes.extend(payload)  # type: ignore[arg-type]
+                outcomes.extend(cast("list[QueryOutcome]", payload))
         # a final query answer is a receipt the SMSC did not send (or we lost)
         receipts += [Receipt(o.account, o.upstream_id, o.status, _now_utc(), None if o.status == "004" else o.detail)
                      for o in outcomes if o.status is not None]

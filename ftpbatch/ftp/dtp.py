@@ -55,18 +55,18 @@ class LimitedDTPMixin:
         self._done = value
 
     def enable_receiving(self, type: str, cmd: str) -> None:
-        super().enable_receiving(type, cmd)  # type: ignore[misc]
-        self._budget = self.cmd_channel.start_upload_budget(self.file_obj)  # type: ignore[attr-defined]
+        super().enable_receiving(type, cmd)  # type: ignore[misc]  # pyftpdlib's DTPHandler is untyped
+        self._budget = self.cmd_channel.start_upload_budget(self.file_obj)  # type: ignore[attr-defined]  # our FTPHandler subclass defines it
 
     def recv(self, buffer_size: int) -> bytes:
-        chunk: bytes = super().recv(buffer_size)  # type: ignore[misc]
+        chunk: bytes = super().recv(buffer_size)  # type: ignore[misc]  # pyftpdlib's DTPHandler is untyped
         budget = self._budget
         if chunk and budget is not None and budget.cut is None:
             reply = budget.add(len(chunk))
             if reply is not None:
                 log.info("upload cut for %r: %s", self.cmd_channel.username, reply)
                 self._resp = (reply, logging.getLogger("pyftpdlib").info)
-                self.close()  # type: ignore[attr-defined]
+                self.close()  # type: ignore[attr-defined]  # asyncore-style close of the untyped base
                 raise _RetryError  # the chunk over the limit is never written
         return chunk
 
@@ -92,7 +92,7 @@ class HandshakeFirstMixin:
         fifo = self.producer_fifo
         while fifo and isinstance(fifo[0], (bytes, bytearray, memoryview)) and not fifo[0]:
             fifo.popleft()
-        super().initiate_send()  # type: ignore[misc]
+        super().initiate_send()  # type: ignore[misc]  # pyftpdlib's DTPHandler is untyped
 
 
 class GuardedPassiveDTP(PassiveDTP):

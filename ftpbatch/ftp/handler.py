@@ -26,7 +26,6 @@ from pyftpdlib.handlers import FTPHandler
 from .. import codes
 from ..config import FtpSettings
 from ..errors import LoginRefused
-from ..metrics import ftp_login
 from ..models import Product
 from ..security.bans import normal_address
 from ..security.guard import Guard
@@ -62,6 +61,8 @@ class HandlerContext:
     settings: FtpSettings
     guard: Guard
     tls_available: bool = False
+    #: Called on the FTP loop with ``ok`` or ``failed`` after each login (the gateway counts them).
+    on_login: Callable[[str], None] = lambda result: None  # a bare server (tests) counts nothing
 
     def check_login(self, username: str, password: str, address: str, tls: bool) -> Login:
         """On a worker thread: the hash check; failures are counted towards bans by the shared decision."""
@@ -99,11 +100,11 @@ class GatewayFTPHandler(FTPHandler):
         return True
 
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
-        secure = self.tls_enabled and self._ssl_established  # type: ignore[attr-defined]
+        secure = self.tls_enabled and self._ssl_established
         if cmd in ("USER", "PASS") and self.context.settings.tls_required and not secure:
             self.respond("530 This server requires TLS: send AUTH TLS first (explicit FTPS, e.g. curl --ssl-reqd).")
             return
-        if secure and cmd in _DATA_COMMANDS and not self._prot:  # type: ignore[attr-defined]
+        if secure and cmd in _DATA_COMMANDS and not self._prot:
             self.respond(
                 "522 Data connections must be encrypted too: send 'PBSZ 0' and 'PROT P' first "
                 "(curl --ssl-reqd does; lftp: set ftp:ssl-protect-data true)."
@@ -125,7 +126,7 @@ class GatewayFTPHandler(FTPHandler):
         if self._refuse_if_banned():
             return
         username = self.username
-        tls = self.tls_enabled and self._ssl_established  # type: ignore[attr-defined]
+        tls = self.tls_enabled and self._ssl_established
         # Stop reading commands until the hash is checked; a client that
         # pipelines commands after PASS must not get them run unauthenticated.
         self.del_channel()
@@ -177,10 +178,10 @@ class GatewayFTPHandler(FTPHandler):
         self.product = None
 
     def on_login(self, username: str) -> None:
-        ftp_login("ok")
+        self.context.on_login("ok")
 
     def on_login_failed(self, username: str, password: str) -> None:
-        ftp_login("failed")
+        self.context.on_login("failed")
 
     # --- what names and places a session may use --------------------------
     def pre_process_command(self, line: str, cmd: str, arg: str) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pyftpdlib.handlers import DTPHandler
 from pyftpdlib.ioloop import IOLoop
@@ -14,6 +15,7 @@ from pyftpdlib.ioloop import IOLoop
 from ..config import FtpSettings
 from ..errors import ConfigError
 from ..ledger import Ledger
+from ..lifecycle import all_alive
 from ..security.guard import Guard
 from ..storage import LocalStorage
 from .authorizer import ProductAuthorizer
@@ -36,7 +38,12 @@ def tls_files(settings: FtpSettings, root: Path) -> tuple[Path, Path] | None:
 
 
 class GatewayFTPServer:
-    """pyftpdlib's server on its own loop, with settings injected per instance."""
+    """pyftpdlib's server on its own loop, with settings injected per instance.
+
+    A service (``ftp``): :meth:`start` runs :meth:`serve` on a thread of its own.
+    """
+
+    name = "ftp"
 
     def __init__(
         self,
@@ -45,6 +52,7 @@ class GatewayFTPServer:
         storage: LocalStorage,
         on_upload: Callable[[Path, str], None],
         guard: Guard | None = None,
+        on_login: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._own_guard = guard is None
@@ -61,6 +69,8 @@ class GatewayFTPServer:
         self.waker = LoopWaker(self.ioloop)
         authorizer = ProductAuthorizer(ledger, storage, self.guard.bans)
         context = HandlerContext(authorizer, self.auth_pool, self.waker, on_upload, settings, self.guard, tls is not None)
+        if on_login is not None:
+            context = dataclasses.replace(context, on_login=on_login)
         # A subclass per server instead of mutating FTPHandler's class
         # attributes: two servers in one process (tests) never share settings.
         attributes: dict[str, object] = {
@@ -101,6 +111,7 @@ class GatewayFTPServer:
         self.server.max_cons_per_ip = settings.max_cons_per_ip
         self._stop = threading.Event()
         self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -110,6 +121,22 @@ class GatewayFTPServer:
     @property
     def sessions(self) -> int:
         return max(0, len(self.ioloop.socket_map) - 2)  # minus the listener and the waker
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve, name="ftp-loop", daemon=True)
+        self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        return all_alive([self._thread])
+
+    def details(self) -> dict[str, Any]:
+        try:
+            host, port = self.address
+            address: str | None = f"{host}:{port}"
+        except OSError:  # the listener is closed: the server is stopping
+            address = None
+        return {"address": address, "sessions": self.sessions}
 
     def serve(self) -> None:
         """Run the loop until :meth:`stop` (from any thread)."""
@@ -134,3 +161,5 @@ class GatewayFTPServer:
         self._stop.set()
         self.waker.call_soon(lambda: None)  # wake the loop so it sees the flag
         self._stopped.wait(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)

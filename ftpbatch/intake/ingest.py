@@ -19,7 +19,8 @@ from typing import Callable
 
 from .. import codes
 from ..errors import BatchRejected
-from ..ledger import Ledger
+from ..ledger.protocol import IntakeLedger
+from ..lifecycle import all_alive
 from ..models import Batch, Product
 from ..parse import FileCredentials, open_batch
 from ..passwords import verify_password
@@ -57,7 +58,7 @@ class Ingest:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: IntakeLedger,
         storage: LocalStorage,
         *,
         chunk_rows: int = 250_000,
@@ -75,6 +76,12 @@ class Ingest:
         self._threads: list[threading.Thread] = []
         self._busy = 0
         self._lock = threading.Lock()
+
+    name = "ingest"
+
+    @property
+    def healthy(self) -> bool:
+        return all_alive(self._threads)
 
     def start(self) -> None:
         for n in range(self.workers):

@@ -55,7 +55,7 @@ def read_ahead(items: Iterable[T], depth: int = 2, name: str = "read-ahead") -> 
                 return
             if isinstance(item, _Failure):
                 raise item.error
-            yield item  # type: ignore[misc]
+            yield item  # type: ignore[misc]  # neither sentinel nor failure here, so a chunk
     finally:
         abandoned.set()
         thread.join(timeout=5)

@@ -37,7 +37,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from ..config import IntakeSettings
-from ..ledger import Ledger
+from ..ledger.protocol import IntakeLedger
 from ..models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
 from ..storage import LocalStorage, is_temporary_name
 
@@ -59,7 +59,7 @@ class Intake:
     def __init__(
         self,
         storage: LocalStorage,
-        ledger: Ledger,
+        ledger: IntakeLedger,
         settings: IntakeSettings,
         submit: Callable[[Batch], None],
     ) -> None:
@@ -71,7 +71,7 @@ class Intake:
         self._candidates: dict[Path, _Candidate] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._observer: Observer | None = None  # type: ignore[valid-type]  # watchdog picks its Observer class at import
         self._thread: threading.Thread | None = None
         self.claimed = 0
 
@@ -102,9 +102,15 @@ class Intake:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    name = "intake"
+
     @property
     def is_up(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def healthy(self) -> bool:
+        return self.is_up
 
     # --- ways in -------------------------------------------------------
     def uploaded(self, path: Path, product: str, source: str = "ftp") -> None:
@@ -164,8 +170,8 @@ class Intake:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
         while not self._stopping.is_set():
             try:
-                uploaded, owner, source = self._uploads.get(timeout=_TICK_SECONDS)
-                self._safely(self.claim, uploaded, owner, source)
+                uploaded, uploader, source = self._uploads.get(timeout=_TICK_SECONDS)
+                self._safely(self.claim, uploaded, uploader, source)
                 continue
             except queue.Empty:
                 pass
@@ -173,9 +179,9 @@ class Intake:
                 next_rescan = time.monotonic() + self.settings.rescan_seconds
                 self._safely(self.rescan)
             for path in self._settled():
-                product = self.storage.inbox_owner(path)
-                if product is not None:
-                    self._safely(self.claim, path, product, "drop")
+                owner = self.storage.inbox_owner(path)
+                if owner is not None:
+                    self._safely(self.claim, path, owner, "drop")
 
     def _settled(self) -> list[Path]:
         ready = []

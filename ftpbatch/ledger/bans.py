@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from .db import Database
-
-
-class AddressBan(NamedTuple):
-    address: str
-    banned_until: float
-    failures: int
-    reason: str
-    created_at: float
+from .records import AddressBan
 
 
 class BanStore:
-    db: Database
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def record_ban(self, address: str, banned_until: float, failures: int, reason: str, now: float) -> None:
         """Ban ``address`` until ``banned_until`` (a later ban replaces an earlier one)."""

@@ -9,10 +9,9 @@ charges for); ``failed`` are messages sent that did not reach the phone
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .. import codes
 from .db import Database
+from .records import UsageCount
 
 _DAY = 86400
 
@@ -53,19 +52,9 @@ def _filter_params(product: str | None, since: float | None, until: float | None
     return params
 
 
-@dataclass(frozen=True)
-class UsageCount:
-    day: int | None  # days since 1970-01-01 (UTC), when grouped by day
-    product: str | None  # when grouped by product
-    messages: int
-    parts: int
-    delivered: int
-    failed: int
-    rejected: int
-
-
 class UsageStore:
-    db: Database
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def usage(
         self,

@@ -197,14 +197,14 @@ class Source:
         if self.container == "plain":
             return open(self.path, "rb")
         if self.container == "gzip":
-            raw: BinaryIO = gzip.open(self.path, "rb")  # type: ignore[assignment]  # noqa: SIM115
+            raw: BinaryIO = gzip.open(self.path, "rb")  # type: ignore[assignment]  # GzipFile is a binary stream; typeshed types it apart  # noqa: SIM115
         else:
             assert self.container == "zip" and self.member is not None
             # The member stream keeps the archive file open after the
             # ZipFile itself is closed (zipfile reference-counts the handle).
             with zipfile.ZipFile(self.path) as archive:
-                raw = archive.open(self.member)  # type: ignore[assignment]
-        return BoundedStream(raw, self.expansion_limit())  # type: ignore[return-value]
+                raw = archive.open(self.member)  # type: ignore[assignment]  # ZipExtFile is a binary stream; typeshed types it apart
+        return BoundedStream(raw, self.expansion_limit())  # type: ignore[return-value]  # BoundedStream implements the reads our readers use
 
     def expansion_limit(self) -> ExpansionLimit:
         """How far this source may expand (the default cap if none was given)."""

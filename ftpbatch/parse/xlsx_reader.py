@@ -93,7 +93,7 @@ def read_xlsx(
     """
     chunks = _sheet_chunks(open_stream, original_name, chunk_rows, limit)
     next(chunks)  # run up to the header check
-    return chunks  # type: ignore[return-value]  # the None sentinel is consumed
+    return chunks  # the None sentinel was consumed by the next() above
 
 
 def _sheet_chunks(

@@ -35,13 +35,14 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
 from .. import __version__
 from ..config import CallbackSettings
+from ..lifecycle import all_alive
 from ..ledger import Ledger
-from ..ledger.outbox import CallbackJob, CallbackOutcome
+from ..ledger.records import CallbackJob, CallbackOutcome
 from ..logs import redact_url
 
 log = logging.getLogger(__name__)
@@ -163,9 +164,18 @@ class CallbackSender:
         for thread in self._threads:
             thread.join(1.0)
 
+    name = "callbacks"
+
     @property
     def is_up(self) -> bool:
         return self._coordinator is not None and self._coordinator.is_alive()
+
+    @property
+    def healthy(self) -> bool:
+        return all_alive([self._coordinator, *self._threads])
+
+    def details(self) -> dict[str, Any]:
+        return {"in_flight": self.in_flight, "endpoints": self.endpoint_states()}
 
     @property
     def in_flight(self) -> int:

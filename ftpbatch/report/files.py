@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import codes
 from ..ledger import Ledger
-from ..ledger.messages import StatusTally
+from ..ledger.records import StatusTally
 from ..models import COMPLETE, DISPATCHING, Batch
 from ..storage import LocalStorage
 

@@ -30,6 +30,7 @@ import time
 
 from .. import logs
 from ..ledger import Ledger
+from ..lifecycle import all_alive
 from ..models import COMPLETE, DISPATCHING, Batch
 from ..storage import LocalStorage
 from .files import Counts, ReportWriter, next_state
@@ -81,9 +82,15 @@ class Reporter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
+    name = "reporter"
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
         self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        return all_alive([self._thread])
 
     def wake(self) -> None:
         self._wake.set()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..ledger import Ledger
-from ..ledger.usage import UsageCount
+from ..ledger.records import UsageCount
 from ..storage import LocalStorage
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 from ..config import FtpSettings
 from ..ledger import Ledger
+from ..lifecycle import all_alive
 from ..storage import LocalStorage
 from .bans import BanBook
 from .storage_guard import StorageGuard, apply_retention, remove_orphan_uploads
@@ -39,6 +41,12 @@ class Guard:
         self._thread = threading.Thread(target=self._run, name="guard", daemon=True)
         self._thread.start()
 
+    name = "guard"
+
+    @property
+    def healthy(self) -> bool:
+        return all_alive([self._thread])
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -66,8 +74,8 @@ class Guard:
         self.ledger.prune_bans(time.time())
 
     @staticmethod
-    def _safely(fn: object) -> None:
+    def _safely(fn: Callable[[], object]) -> None:
         try:
-            fn()  # type: ignore[operator]
+            fn()
         except Exception:  # a failed refresh must not end the guard
             log.exception("guard step %s failed", getattr(fn, "__name__", fn))

@@ -22,7 +22,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import asyncssh
 
@@ -31,7 +31,7 @@ from ..access.login import Login, LoginDecision
 from ..config import FtpSettings, SftpSettings
 from ..errors import ConfigError, LoginRefused
 from ..ledger import Ledger
-from ..metrics import count_login
+from ..lifecycle import all_alive
 from ..models import Product
 from ..security.bans import normal_address
 from ..security.guard import Guard
@@ -69,7 +69,7 @@ class _Connection(asyncssh.SSHServer):
         self.server.sessions -= 1
         if self.login is None and self._keys_tried and not self._failure_counted and not self.banned:
             # every key it offered was refused: one failed login, as one wrong password would be
-            count_login("sftp", "failed")
+            self.server.on_login("failed")
             self.server.pool.submit(self.server.decision.failed, self.address, "(ssh key)")
 
     def begin_auth(self, username: str) -> bool:
@@ -156,13 +156,13 @@ class _Connection(asyncssh.SSHServer):
             self._banner(refusal.message)  # only the right credentials learn this
         if slow:
             self._failure_counted = True
-            count_login("sftp", "failed")
+            self.server.on_login("failed")
             # slows password guessing without holding the loop
             await asyncio.sleep(self.server.ftp_settings.auth_failed_delay)
 
     def auth_completed(self) -> None:
         assert self.login is not None
-        count_login("sftp", "ok")
+        self.server.on_login("ok")
         log.info("SFTP login by %r from %s", self.login.product.name, self.address)
 
     def _banner(self, text: str) -> None:
@@ -174,7 +174,12 @@ class _Connection(asyncssh.SSHServer):
 
 
 class GatewaySFTPServer:
-    """asyncssh's server on a thread of its own; :meth:`start` returns once it listens (or raises)."""
+    """asyncssh's server on a thread of its own; :meth:`start` returns once it listens (or raises).
+
+    A :class:`~ftpbatch.lifecycle.Service` named ``sftp``.
+    """
+
+    name = "sftp"
 
     def __init__(
         self,
@@ -184,6 +189,7 @@ class GatewaySFTPServer:
         storage: LocalStorage,
         on_upload: Callable[[Path, str, str], None],
         guard: Guard,
+        on_login: Callable[[str], None] = lambda result: None,
     ) -> None:
         if settings.port is None:
             raise ConfigError("the SFTP server needs a port: set [sftp] port or give serve --sftp-port")
@@ -191,6 +197,8 @@ class GatewaySFTPServer:
         self.ftp_settings = ftp_settings
         self.ledger = ledger
         self.guard = guard
+        #: counts logins ("ok" / "failed"): the gateway hands in Metrics.sftp_login
+        self.on_login = on_login
         self.host_key = load_host_key(storage.root / settings.host_key)  # a bad key fails before anything listens
         self.decision = LoginDecision(ledger, storage, guard.bans)
         self.pool = ThreadPoolExecutor(max_workers=settings.auth_threads, thread_name_prefix="sftp-auth")
@@ -213,6 +221,18 @@ class GatewaySFTPServer:
     @property
     def fingerprint(self) -> str:
         return str(self.host_key.get_fingerprint("sha256"))
+
+    @property
+    def healthy(self) -> bool:
+        return all_alive([self.thread])
+
+    def details(self) -> dict[str, Any]:
+        try:
+            host, port = self.address
+            address: str | None = f"{host}:{port}"
+        except OSError:  # not listening: stopping
+            address = None
+        return {"address": address, "sessions": self.sessions, "host_key": self.fingerprint}
 
     def start(self, timeout: float = 15.0) -> None:
         self.thread = threading.Thread(target=self._run, name="sftp-loop", daemon=True)

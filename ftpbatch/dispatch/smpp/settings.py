@@ -101,7 +101,7 @@ def parse_url(url: str) -> SmppSettings:
             known = ", ".join(sorted(OPTIONS))
             raise ConfigError(f"unknown SMPP connector option {key!r}; known options: {known}")
         values[key] = _convert(key, raw)
-    settings = SmppSettings(**values)  # type: ignore[arg-type]
+    settings = SmppSettings(**values)  # type: ignore[arg-type]  # each value was converted to its field's type by _convert
     _check(settings)
     return settings
 

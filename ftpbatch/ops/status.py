@@ -20,15 +20,13 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .. import __version__
 from ..config import Settings
 from ..ledger import Ledger
-from ..logs import redact_url
-
-if TYPE_CHECKING:
-    from ..service import Gateway
+from ..lifecycle import all_alive
+from .health import GatewayView
 
 log = logging.getLogger(__name__)
 
@@ -61,37 +59,11 @@ def ledger_status(ledger: Ledger) -> dict[str, Any]:
     }
 
 
-def gateway_status(gateway: "Gateway", started_at: float, metrics_url: str | None) -> dict[str, Any]:
-    from ..metrics import component_states  # the server's side only: `ftpbatch status` needs no prometheus_client
-
-    states = component_states(gateway)
-    ftp = gateway.ftp
-    dispatcher = gateway.dispatcher
-    callbacks = getattr(gateway, "callbacks", None)
-    components: dict[str, Any] = {
-        "ftp": {
-            "up": states["ftp"],
-            "address": _ftp_address(gateway),
-            "sessions": ftp.sessions if ftp is not None else 0,
-        },
-        **_sftp_component(gateway, states),
-        "intake": {"up": states["intake"]},
-        "connector": {
-            "up": states["connector"],
-            "url": redact_url(gateway.settings.dispatch.connector),
-            "detail": dispatcher.connector_detail,
-        },
-    }
-    if callbacks is not None:
-        components["callbacks"] = {
-            "up": callbacks.is_up,
-            "in_flight": callbacks.in_flight,
-            "endpoints": callbacks.endpoint_states(),
-        }
+def gateway_status(gateway: GatewayView, started_at: float, metrics_url: str | None) -> dict[str, Any]:
     return {
         "server": {
             "version": __version__,
-            "node_id": dispatcher.node_id,
+            "node_id": gateway.node_id,
             "pid": os.getpid(),
             "root": str(gateway.settings.root),
             "started_at": started_at,
@@ -102,32 +74,9 @@ def gateway_status(gateway: "Gateway", started_at: float, metrics_url: str | Non
             "node_host": _HOST,
             "status_interval": gateway.settings.metrics.status_interval,
         },
-        "components": components,
+        "components": gateway.components(),
         **ledger_status(gateway.ledger),
     }
-
-
-def _sftp_component(gateway: "Gateway", states: dict[str, bool]) -> dict[str, Any]:
-    sftp = getattr(gateway, "sftp", None)
-    if sftp is None:
-        return {}
-    try:
-        host, port = sftp.address
-        address: str | None = f"{host}:{port}"
-    except OSError:  # not listening (stopping)
-        address = None
-    return {"sftp": {"up": states.get("sftp", False), "address": address, "sessions": sftp.sessions,
-                     "host_key": sftp.fingerprint}}
-
-
-def _ftp_address(gateway: "Gateway") -> str | None:
-    if gateway.ftp is None:
-        return None
-    try:
-        host, port = gateway.ftp.address
-    except OSError:  # the listener is closed: the server is stopping
-        return None
-    return f"{host}:{port}"
 
 
 def write_status(root: Path, document: dict[str, Any]) -> None:
@@ -145,9 +94,11 @@ def write_status(root: Path, document: dict[str, Any]) -> None:
 
 
 class StatusBoard:
-    """Keeps ``<root>/status.json`` fresh while the gateway runs."""
+    """Keeps ``<root>/status.json`` fresh while the gateway runs (a service: ``status-board``)."""
 
-    def __init__(self, gateway: "Gateway", interval: float, metrics_url: Callable[[], str | None] = lambda: None) -> None:
+    name = "status-board"
+
+    def __init__(self, gateway: GatewayView, interval: float, metrics_url: Callable[[], str | None] = lambda: None) -> None:
         self.gateway = gateway
         self.interval = interval
         self.metrics_url = metrics_url
@@ -161,6 +112,10 @@ class StatusBoard:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="status-board", daemon=True)
         self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        return all_alive([self._thread])
 
     def stop(self) -> None:
         self._stopping.set()

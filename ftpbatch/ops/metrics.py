@@ -1,4 +1,4 @@
-"""The operator's view of a running gateway: Prometheus metrics, health, status.
+"""Prometheus metrics of a running gateway.
 
 * :class:`Metrics` holds the counters and histograms of what happens in this
   process (submits, receipts, callbacks, FTP logins) plus collectors that
@@ -7,57 +7,31 @@
   restarts and include work done by ``ftpbatch process``.
 * :class:`MeteredConnector` wraps the connector to time submits and
   receipts without touching the dispatcher.
-* :class:`OpsServer` serves ``/metrics``, ``/healthz`` (200 only while the
-  gateway is ready) and ``/status`` (JSON) over HTTP.
-  The status document itself is built in :mod:`ftpbatch.report.status`.
+* :class:`GatewayCollector` exposes each service's state, read through the
+  :class:`~ftpbatch.ops.health.GatewayView` protocol.
 
-FTP logins are counted through :func:`ftp_login`, called from the FTP
-handler's ``on_login`` / ``on_login_failed`` hooks.
+FTP logins are counted by :meth:`Metrics.ftp_login`, which the gateway hands
+to the FTP server as the handler context's ``on_login`` hook; SFTP logins by
+:meth:`Metrics.sftp_login`, handed to the SFTP server the same way. Both also
+count in ``ftpbatch_logins{protocol=…}``.
 """
 
 from __future__ import annotations
 
 import collections
-import json
-import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
-from . import __version__
-from .errors import ConfigError
-from .dispatch.connector import Ack, Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
-from .models import MoMessage, QueryOutcome, QueryRequest
-from .ledger import Ledger
-
-if TYPE_CHECKING:
-    from .service import Gateway
-
-log = logging.getLogger(__name__)
-
-# Process-wide, because the FTP handler has no reference to the gateway's
-# registry; every Metrics registry exposes it.
-FTP_LOGINS = Counter("ftpbatch_ftp_logins", "FTP logins by result (ok, failed).", ["result"], registry=None)
-LOGINS = Counter("ftpbatch_logins", "Logins by protocol (ftp, sftp) and result (ok, failed).", ["protocol", "result"], registry=None)
-
-
-def ftp_login(result: str) -> None:
-    """Count one FTP login: ``ok`` or ``failed`` (cheap: safe on the FTP loop)."""
-    FTP_LOGINS.labels(result).inc()
-    LOGINS.labels("ftp", result).inc()
-
-
-def count_login(protocol: str, result: str) -> None:
-    """Count one login of ``protocol`` (``sftp``; FTP goes through :func:`ftp_login`)."""
-    LOGINS.labels(protocol, result).inc()
-
+from ..dispatch.connector import Ack, Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
+from ..ledger import Ledger
+from ..models import MoMessage, QueryOutcome, QueryRequest
+from .health import GatewayView
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _RECEIPT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
@@ -137,10 +111,19 @@ class Metrics:
         )
         for result in ("delivered", "retry", "given_up"):
             self.callbacks.labels(result)
-        r.register(FTP_LOGINS)
-        r.register(LOGINS)
+        self.ftp_logins = Counter("ftpbatch_ftp_logins", "FTP logins by result (ok, failed).", ["result"], registry=r)
+        self.logins = Counter("ftpbatch_logins", "Logins by protocol (ftp, sftp) and result (ok, failed).", ["protocol", "result"], registry=r)
         if ledger is not None:
             r.register(LedgerCollector(ledger, ledger_cache_seconds))
+
+    def ftp_login(self, result: str) -> None:
+        """Count one FTP login: ``ok`` or ``failed`` (cheap: safe on the FTP loop)."""
+        self.ftp_logins.labels(result).inc()
+        self.logins.labels("ftp", result).inc()
+
+    def sftp_login(self, result: str) -> None:
+        """Count one SFTP login: ``ok`` or ``failed`` (from the SFTP loop)."""
+        self.logins.labels("sftp", result).inc()
 
     def callback_outcome(self, result: str, seconds: float) -> None:
         self.callbacks.labels(result).inc()
@@ -203,7 +186,7 @@ class LedgerCollector:
 class GatewayCollector:
     """Component states of a running gateway."""
 
-    def __init__(self, gateway: "Gateway") -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self.gateway = gateway
 
     def describe(self) -> list[Metric]:
@@ -211,13 +194,14 @@ class GatewayCollector:
 
     def collect(self) -> list[Metric]:
         g = self.gateway
-        up = GaugeMetricFamily("ftpbatch_up", "1 when a component is up: ftp, intake, connector, callbacks.", labels=["component"])
-        for name, state in component_states(g).items():
-            up.add_metric([name], 1 if state else 0)
+        components = g.components()
+        up = GaugeMetricFamily("ftpbatch_up", "1 when a component is up: every service and the connector.", labels=["component"])
+        for name, state in components.items():
+            up.add_metric([name], 1 if state["up"] else 0)
         ready = GaugeMetricFamily("ftpbatch_ready", "1 when the gateway is ready (what /healthz says).")
         ready.add_metric([], 1 if g.ready else 0)
         sessions = GaugeMetricFamily("ftpbatch_ftp_sessions", "Open FTP control connections.")
-        sessions.add_metric([], g.ftp.sessions if g.ftp is not None else 0)
+        sessions.add_metric([], int(components.get("ftp", {}).get("sessions", 0)))
         return [up, ready, sessions]
 
 
@@ -237,15 +221,15 @@ class MeteredConnector(Connector):
         self._lock = threading.Lock()
 
     @property
-    def account(self) -> str:  # type: ignore[override]
+    def account(self) -> str:  # type: ignore[override]  # a property over the protocol's attribute
         return self.inner.account
 
     @property
-    def window(self) -> int:  # type: ignore[override]
+    def window(self) -> int:  # type: ignore[override]  # a property over the protocol's attribute
         return self.inner.window
 
     @property
-    def tps(self) -> float | None:  # type: ignore[override]
+    def tps(self) -> float | None:  # type: ignore[override]  # a property over the protocol's attribute
         return self.inner.tps
 
     @property
@@ -332,100 +316,3 @@ class _MeteredEvents:
         self.events.connection_state(up, detail)
 
 
-# --- status -------------------------------------------------------------------
-def component_states(gateway: "Gateway") -> dict[str, bool]:
-    ftp_thread = getattr(gateway, "_ftp_thread", None)
-    states = {
-        "ftp": gateway.ftp is None or (ftp_thread is not None and ftp_thread.is_alive()),
-        "intake": gateway.intake is None or gateway.intake.is_up,
-        "connector": gateway.connector.is_up,
-    }
-    sftp = getattr(gateway, "sftp", None)
-    if sftp is not None:
-        states["sftp"] = sftp.thread is not None and sftp.thread.is_alive()
-    callbacks = getattr(gateway, "callbacks", None)
-    if callbacks is not None:
-        states["callbacks"] = callbacks.is_up
-    return states
-
-
-# --- HTTP endpoint --------------------------------------------------------------
-class OpsServer:
-    """``/metrics``, ``/healthz`` and ``/status`` on a threaded http.server."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        render: Callable[[], bytes],
-        ready: Callable[[], bool],
-        status: Callable[[], dict[str, Any]],
-        health: Callable[[], dict[str, bool]] = dict,
-    ) -> None:
-        handler = type(
-            "OpsHandler",
-            (_OpsHandler,),
-            {name: staticmethod(f) for name, f in (("render", render), ("ready", ready), ("status", status), ("health", health))},
-        )
-        try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; choose another --metrics-port") from None
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.httpd.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="ops-http", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join(5.0)
-        self.httpd.server_close()
-
-
-class _OpsHandler(BaseHTTPRequestHandler):
-    render: Callable[[], bytes]
-    ready: Callable[[], bool]
-    status: Callable[[], dict[str, Any]]
-    health: Callable[[], dict[str, bool]]
-    server_version = f"ftpbatch/{__version__}"
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        path = self.path.split("?", 1)[0]
-        try:
-            if path == "/metrics":
-                self._send(200, self.render(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                ready = self.ready()
-                body = {"ready": ready, "components": self.health()}
-                self._send(200 if ready else 503, json.dumps(body).encode() + b"\n", "application/json")
-            elif path == "/status":
-                self._send(200, json.dumps(self.status(), indent=2).encode() + b"\n", "application/json")
-            else:
-                self._send(404, b"not found: try /metrics, /healthz or /status\n", "text/plain; charset=utf-8")
-        except Exception:
-            log.exception("ops endpoint %s failed", path)
-            self._send(500, b"internal error\n", "text/plain; charset=utf-8")
-
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
-        log.debug("ops %s - %s", self.address_string(), format % args)

@@ -1,0 +1,192 @@
+"""Submit answers and delivery receipts applied to messages (DESIGN.md §12).
+
+Every transition is a conditional UPDATE on (status, attempt), so a late or
+repeated answer changes nothing. Receipts are matched on
+(account, upstream_id) in the ledger; a receipt with no match yet is parked
+and applied when its submit answer is recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from typing import Sequence
+
+from .. import codes
+from ..models import Receipt, SubmitResult
+from .batches import touch_batches, touch_batches_of_messages, touch_batches_where
+from .db import Database
+from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream
+from .sql import VALUES_CHUNK, chunks, in_lists, value_marks
+
+
+class AnswerStore:
+    def __init__(self, db: Database, receipt_timeout: float) -> None:
+        self.db = db
+        #: Seconds after a submit when a missing receipt stops holding its batch open.
+        self.receipt_timeout = receipt_timeout
+
+    def record_results(self, account: str, results: Sequence[SubmitResult]) -> None:
+        """Apply submit answers in one transaction; stale attempts are ignored."""
+        self.record_answers(account, results, ())
+
+    def record_receipts(self, receipts: Sequence[Receipt]) -> int:
+        """Apply delivery receipts; park those whose message is not known yet. Returns the number parked."""
+        return self.record_answers("", (), receipts)
+
+    def record_answers(self, account: str, results: Sequence[SubmitResult], receipts: Sequence[Receipt]) -> int:
+        """Submit answers (from ``account``), then receipts, in one transaction; returns the receipts parked.
+
+        The answers go first, so a receipt that came with its answer finds its
+        message. One transaction for both: the dispatcher's sink writes every
+        few milliseconds, and each commit costs.
+        """
+        if not results and not receipts:
+            return 0
+        now = time.time()
+        with self.db.transaction() as tx:
+            if results:
+                self._apply_results(tx, account, results, now)
+            return self._apply_receipts(tx, receipts, now) if receipts else 0
+
+    def _apply_results(self, tx: sqlite3.Connection, account: str, results: Sequence[SubmitResult], now: float) -> None:
+        due = now + float(self.receipt_timeout)
+        ok = list({(r.message_id, r.attempt): (r.upstream_id, r.message_id, r.attempt)
+                   for r in results if r.upstream_id and not r.retry}.values())
+        failed = [
+            (
+                codes.ROUTING_ERROR if r.error_code == codes.ROUTING_ERROR else codes.ERROR,
+                r.error_code or codes.E_INTERNAL,
+                r.error_text,
+                now,
+                r.message_id,
+                r.attempt,
+            )
+            for r in results
+            if not r.retry and not r.upstream_id
+        ]
+        retry = [(r.message_id, r.attempt) for r in results if r.retry]
+        for part in chunks(ok, VALUES_CHUNK):
+            tx.execute(
+                "UPDATE messages SET status = '003', account = ?, upstream_id = v.column1, submitted_at = ?, "
+                "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? "
+                f"FROM (VALUES {value_marks(len(part), 3)}) AS v "
+                "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')",
+                (account, now, now, due, *itertools.chain.from_iterable(part)),
+            )
+        if failed:
+            tx.executemany(
+                "UPDATE messages SET status = ?, error_code = ?, error_text = ?, updated_at = ?, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
+                failed,
+            )
+        if retry:
+            tx.executemany(
+                "UPDATE messages SET lease_owner = NULL, lease_until = NULL "
+                "WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
+                retry,
+            )
+        ids = [r.message_id for r in results]
+        queue_callbacks_for_messages(tx, [r.message_id for r in results if not r.retry], now)
+        touch_batches_of_messages(tx, ids, now)
+        if ok:
+            self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
+
+    def _apply_receipts(self, tx: sqlite3.Connection, receipts: Sequence[Receipt], now: float) -> int:
+        parked = 0
+        by_account: dict[str, list[Receipt]] = {}
+        for receipt in receipts:
+            by_account.setdefault(receipt.account, []).append(receipt)
+        for account, items in by_account.items():
+            # The first receipt for a message decides; a later one finds it final.
+            first: dict[str, Receipt] = {}
+            for r in items:
+                first.setdefault(r.upstream_id, r)
+            upstream_ids = list(first)
+            # One statement per 2,000 receipts, joined on (account, upstream id):
+            # no read of the messages first, which stepped (and traded the GIL) per row.
+            changed = 0
+            for part in chunks(list(first.values()), VALUES_CHUNK):
+                changed += tx.execute(
+                    "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
+                    f"updated_at = ? FROM (VALUES {value_marks(len(part), 3)}) AS v "
+                    "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
+                    "AND messages.status IN ('002', '003', '011')",
+                    (now, *itertools.chain.from_iterable((r.upstream_id, r.status, r.error_text) for r in part), account),
+                ).rowcount
+            if changed:
+                queue_callbacks_for_upstream(tx, account, upstream_ids, now)  # the messages changed just now
+                self._touch_batches_of_upstream(tx, account, upstream_ids, now)
+            if changed == len(first):
+                continue  # every receipt found its message: nothing to park
+            # Some did not: those for a message already final are done; the
+            # others overtook their submit answer and wait in the ledger.
+            known = self._find_upstream(tx, account, upstream_ids)
+            orphans = [(account, r.upstream_id, r.status, r.error_text, now) for r in items if r.upstream_id not in known]
+            if orphans:
+                tx.executemany(
+                    "INSERT INTO parked_receipts (account, upstream_id, status, error_text, received_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, upstream_id) DO UPDATE SET "
+                    "status = excluded.status, error_text = excluded.error_text, received_at = excluded.received_at",
+                    orphans,
+                )
+                parked += len(orphans)
+        return parked
+
+    @staticmethod
+    def _touch_batches_of_upstream(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+        for marks, part in in_lists(upstream_ids):
+            touch_batches_where(tx, f"account = ? AND upstream_id IN ({marks})", (account, *part), now)
+
+    @staticmethod
+    def _find_upstream(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        found: dict[str, tuple[int, int]] = {}
+        for marks, part in in_lists(upstream_ids):
+            for row in tx.execute(
+                f"SELECT upstream_id, id, batch_seq FROM messages WHERE account = ? AND upstream_id IN ({marks})",
+                (account, *part),
+            ):
+                found[row[0]] = (row[1], row[2])
+        return found
+
+    @staticmethod
+    def _apply_parked(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+        for marks, part in in_lists(upstream_ids):
+            parked = tx.execute(
+                f"SELECT upstream_id, status, error_text FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks})",
+                (account, *part),
+            ).fetchall()
+            if not parked:
+                continue
+            tx.executemany(
+                "UPDATE messages SET status = ?, error_text = COALESCE(?, error_text), updated_at = ? "
+                "WHERE account = ? AND upstream_id = ? AND status = '003'",
+                [(p[1], p[2], now, account, p[0]) for p in parked],
+            )
+            queue_callbacks_for_upstream(tx, account, [p[0] for p in parked], now)
+            tx.executemany(
+                "DELETE FROM parked_receipts WHERE account = ? AND upstream_id = ?", [(account, p[0]) for p in parked]
+            )
+
+    def time_out_receipts(self, now: float) -> int:
+        """Stop waiting for receipts that are overdue; their batches may complete."""
+        with self.db.transaction() as tx:
+            seqs = {
+                r[0]
+                for r in tx.execute(
+                    "SELECT DISTINCT batch_seq FROM messages WHERE status = '003' AND receipt_timed_out = 0 "
+                    "AND receipt_due < ?",
+                    (now,),
+                )
+            }
+            if not seqs:
+                return 0
+            cur = tx.execute(
+                "UPDATE messages SET receipt_timed_out = 1, updated_at = ? "
+                "WHERE status = '003' AND receipt_timed_out = 0 AND receipt_due < ?",
+                (now, now),
+            )
+            touch_batches(tx, seqs, now)
+        return cur.rowcount
+

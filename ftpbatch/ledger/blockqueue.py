@@ -1,0 +1,119 @@
+"""Taking messages out of blocks: a block's next rows become ``messages`` rows (see blocks.py).
+
+Leases take them for sending; a cancel or a refused batch drains the rest
+with a final status. Both advance the block's ``taken`` cursor in the
+caller's transaction, so a row is made exactly once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .. import codes
+from ..errors import LedgerError
+from .blocks import BlockCache, BlockRows, unpack
+
+# Rows per multi-row INSERT when block messages become rows (14 parameters each).
+_VALUES_ROWS = 500
+_ROW_MARKS = ", ".join("?" * 14)
+
+
+class BlockQueue:
+    """The message blocks as queues; every method works in the caller's transaction."""
+
+    def __init__(self, cache: BlockCache | None = None) -> None:
+        #: Decoded message blocks of this process (payloads never change).
+        self.cache = cache if cache is not None else BlockCache()
+
+    def rows(self, conn: sqlite3.Connection, block_id: int) -> BlockRows:
+        rows = self.cache.get(block_id)
+        if rows is None:
+            (payload,) = conn.execute("SELECT payload FROM message_blocks WHERE id = ?", (block_id,)).fetchone()
+            rows = unpack(payload)
+            self.cache.put(block_id, rows)
+        return rows
+
+    def take(
+        self,
+        tx: sqlite3.Connection,
+        block: sqlite3.Row,
+        count: int,
+        now: float,
+        *,
+        status: str = codes.QUEUED,
+        error_text: str | None = None,
+        lease: tuple[str, float] | None = None,
+    ) -> list[tuple[int, int, BlockRows]]:
+        """Make the block's next ``count`` messages rows; returns (message id, index in block, block) each.
+
+        Leased rows start at attempt 1 with the lease set; others (cancelled)
+        are written with their final status.
+        """
+        rows = self.rows(tx, block["id"])
+        start = int(block["taken"])
+        stop = min(start + count, int(block["size"]))
+        owner, until = lease if lease else (None, None)
+        attempt = 1 if lease else 0
+        made: list[tuple[int, int, BlockRows]] = []
+        for first in range(start, stop, _VALUES_ROWS):
+            indexes = range(first, min(first + _VALUES_ROWS, stop))
+            params: list[object] = []
+            for i in indexes:
+                params += (
+                    rows.row_no[i], block["product"], rows.destination[i], rows.text[i], rows.sender[i],
+                    rows.climsgid[i], rows.encoding[i], rows.parts[i], rows.validity_minutes[i],
+                    status, error_text, now, owner, until,
+                )
+            # One multi-row INSERT per slice. The new ids are the last one and the
+            # ones before it, in VALUES order: SQLite gives a new row the largest
+            # rowid + 1 (we hold the write lock). Not RETURNING: that steps once per
+            # row, and every step gives up the GIL and waits to get it back.
+            values = ", ".join(f"({int(block['batch_seq'])}, {_ROW_MARKS}, {attempt})" for _ in indexes)
+            last = tx.execute(
+                "INSERT INTO messages (batch_seq, row_no, product, destination, text, sender, climsgid, encoding, "
+                "parts, validity_minutes, status, error_text, updated_at, lease_owner, lease_until, attempt) "
+                f"VALUES {values}",
+                params,
+            ).lastrowid
+            assert last is not None
+            first_id = last - len(indexes) + 1
+            self._check_ids(tx, first_id, last, int(block["batch_seq"]), rows.row_no[indexes[0]], rows.row_no[indexes[-1]])
+            made.extend((first_id + k, i, rows) for k, i in enumerate(indexes))
+        taken_parts = sum(rows.parts[start:stop])
+        moved = tx.execute(
+            "UPDATE message_blocks SET taken = ?, parts_left = parts_left - ? WHERE id = ? AND taken = ?",
+            (stop, taken_parts, block["id"], start),
+        ).rowcount
+        if moved != 1:  # another writer moved the cursor since it was read: undo the whole transaction
+            raise LedgerError(f"message block {block['id']} changed while its messages were taken")
+        if stop >= len(rows):
+            self.cache.forget(block["id"])
+        made.sort(key=lambda m: m[0])
+        return made
+
+    @staticmethod
+    def _check_ids(tx: sqlite3.Connection, first_id: int, last_id: int, batch_seq: int, first_row: int, last_row: int) -> None:
+        """The ids first_id..last_id are the rows just inserted, in order (one query, one step).
+
+        Rowids stop being "largest + 1" only when the largest possible one is
+        taken; then SQLite picks them at random, and this says so rather than
+        pairing messages with the wrong rows.
+        """
+        found = tx.execute(
+            "SELECT count(*), min(row_no), max(row_no), min(batch_seq), max(batch_seq) FROM messages WHERE id BETWEEN ? AND ?",
+            (first_id, last_id),
+        ).fetchone()
+        if tuple(found) != (last_id - first_id + 1, first_row, last_row, batch_seq, batch_seq):
+            raise LedgerError(f"message ids {first_id}..{last_id} are not the rows just inserted ({tuple(found)})")
+
+    def drain(self, tx: sqlite3.Connection, batch_seq: int, status: str, error_text: str | None, now: float) -> int:
+        """Write every untaken message of a batch's blocks as a row with ``status`` (a batch cancelled or refused)."""
+        blocks = tx.execute(
+            "SELECT id, batch_seq, product, taken, size FROM message_blocks WHERE batch_seq = ? AND taken < size",
+            (batch_seq,),
+        ).fetchall()
+        return sum(
+            len(self.take(tx, block, block["size"], now, status=status, error_text=error_text))
+            for block in blocks
+        )
+

@@ -1,0 +1,105 @@
+"""Leases: due messages handed to a sender, at most one owner at a time (DESIGN.md §12).
+
+A lease is (owner, lease_until, attempt + 1) on the message row; answers
+are accepted only for the attempt they were leased with (answers.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from ..models import OutboundMessage
+from .blockqueue import BlockQueue
+from .db import Database
+
+
+class LeaseStore:
+    def __init__(self, db: Database, blocks: BlockQueue) -> None:
+        self.db = db
+        self.blocks = blocks
+
+    def lease(self, owner: str, product: str, limit: int, now: float, lease_seconds: float) -> list[OutboundMessage]:
+        """Take up to ``limit`` due messages of ``product``.
+
+        Messages that already are rows come first (retries, expired leases,
+        scheduled messages now due), oldest first; then the product's
+        blocks, oldest first. A message whose previous lease expired (its
+        sender crashed or hung) may already have reached the SMSC: it is
+        flagged possible duplicate.
+        """
+        until = now + lease_seconds
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "UPDATE messages SET lease_owner = ?, lease_until = ?, attempt = attempt + 1, "
+                "possible_duplicate = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE possible_duplicate END "
+                # The statuses are literals, not parameters: only then can SQLite see that the
+                # partial index messages_queue applies (bound, it scans and sorts the whole table).
+                "WHERE id IN (SELECT id FROM messages WHERE product = ? AND status IN ('002', '011') "
+                "AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                "ORDER BY not_before, id LIMIT ?) "
+                "RETURNING id, attempt, destination, sender, text, encoding, parts, validity_minutes, climsgid",
+                (owner, until, product, now, now, limit),
+            ).fetchall()
+            rows.sort(key=lambda r: r[0])
+            leased = [
+                OutboundMessage(
+                    message_id=r[0],
+                    attempt=r[1],
+                    product=product,
+                    destination=r[2],
+                    sender=r[3],
+                    text=r[4],
+                    encoding=r[5],
+                    parts=r[6],
+                    validity_minutes=r[7],
+                    reference=r[8],
+                )
+                for r in rows
+            ]
+            if len(leased) < limit:
+                leased += self._lease_from_blocks(tx, owner, product, limit - len(leased), now, until)
+        return leased
+
+    def _lease_from_blocks(
+        self, tx: sqlite3.Connection, owner: str, product: str, limit: int, now: float, until: float
+    ) -> list[OutboundMessage]:
+        leased: list[OutboundMessage] = []
+        blocks = tx.execute(
+            "SELECT id, batch_seq, product, taken, size FROM message_blocks "
+            "WHERE product = ? AND taken < size ORDER BY id LIMIT ?",
+            (product, limit),
+        ).fetchall()
+        for block in blocks:
+            if len(leased) >= limit:
+                break
+            for message_id, i, rows in self.blocks.take(tx, block, limit - len(leased), now, lease=(owner, until)):
+                leased.append(
+                    OutboundMessage(
+                        message_id=message_id,
+                        attempt=1,
+                        product=product,
+                        destination=rows.destination[i],
+                        sender=rows.sender[i],
+                        text=rows.text[i],
+                        encoding=rows.encoding[i],
+                        parts=rows.parts[i],
+                        validity_minutes=rows.validity_minutes[i],
+                        reference=rows.climsgid[i],
+                    )
+                )
+        return leased
+
+    def expire_leases_of(self, owner: str) -> int:
+        """At start-up: this node's leases died with its previous process.
+
+        Making them expire now (instead of after ``lease_seconds``) resumes
+        the batch at once; the next lease flags them possible duplicates.
+        """
+        with self.db.transaction() as tx:
+            cur = tx.execute(
+                # literal statuses: the partial queue index applies (see lease)
+                "UPDATE messages SET lease_until = 0 WHERE lease_owner = ? AND status IN ('002', '011') "
+                "AND lease_until IS NOT NULL",
+                (owner,),
+            )
+        return cur.rowcount
+

@@ -1,0 +1,73 @@
+"""Plain records the ledger hands out: no SQL, no behaviour, safe to import from any room."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class AddressBan(NamedTuple):
+    address: str
+    banned_until: float
+    failures: int
+    reason: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class StatusTally:
+    status: str
+    sent: bool  # leased for sending at least once (so not rejected at intake)
+    messages: int
+    parts: int
+    receipt_timeouts: int
+    possible_duplicates: int
+
+
+@dataclass(frozen=True)
+class CallbackJob:
+    """One claimed callback, with everything needed to POST it."""
+
+    id: int
+    attempt: int
+    tries: int  # POSTs made before this one
+    product: str
+    url: str | None  # None: the product's callback URL was removed meanwhile
+    user: str | None
+    password: str | None
+    lease_until: float
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """What became of one claimed callback.
+
+    ``kind`` is ``delivered``, ``retry`` (again at ``next_at``), ``failed``
+    (given up) or ``released`` (not posted: back to the queue untouched).
+    """
+
+    id: int
+    attempt: int
+    kind: str
+    next_at: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CallbackBacklog:
+    pending: int  # waiting for a first try or a retry
+    due: int  # of those, due now
+    delivered: int  # since the ledger was created
+    given_up: int
+
+
+@dataclass(frozen=True)
+class UsageCount:
+    day: int | None  # days since 1970-01-01 (UTC), when grouped by day
+    product: str | None  # when grouped by product
+    messages: int
+    parts: int
+    delivered: int
+    failed: int
+    rejected: int

@@ -1,0 +1,108 @@
+"""What a batch's report files show: status tallies and report rows, blocks included."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Iterator
+
+from ..lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: `product list` and `status` never need it
+    pd = lazy_module("pandas")
+
+from .. import codes
+from .blockqueue import BlockQueue
+from .db import Database
+from .messages import last_row_stored
+from .records import StatusTally
+
+_REPORT_COLUMNS = (
+    "row_no, destination, climsgid, account, upstream_id, parts, status, error_code, error_text, "
+    "submitted_at, updated_at, possible_duplicate"
+)
+
+
+class ReportStore:
+    def __init__(self, db: Database, blocks: BlockQueue) -> None:
+        self.db = db
+        self.blocks = blocks
+
+    def status_counts(self, batch_seq: int) -> list[StatusTally]:
+        """How many messages of a batch are in each status (split by whether they were ever sent)."""
+        # one snapshot: a lease moving messages from a block into rows must not count them twice
+        with self.db.snapshot() as conn:
+            rows = conn.execute(
+                "SELECT status, attempt > 0, COUNT(*), COALESCE(SUM(parts), 0), COALESCE(SUM(receipt_timed_out), 0), "
+                "COALESCE(SUM(possible_duplicate), 0) FROM messages WHERE batch_seq = ? GROUP BY status, attempt > 0",
+                (batch_seq,),
+            ).fetchall()
+            waiting, waiting_parts = conn.execute(
+                "SELECT COALESCE(SUM(size - taken), 0), COALESCE(SUM(parts_left), 0) FROM message_blocks "
+                "WHERE batch_seq = ? AND taken < size",
+                (batch_seq,),
+            ).fetchone()
+        tallies = {(r[0], bool(r[1])): StatusTally(r[0], bool(r[1]), r[2], r[3], r[4], r[5]) for r in rows}
+        if waiting:
+            known = tallies.get((codes.QUEUED, False), StatusTally(codes.QUEUED, False, 0, 0, 0, 0))
+            tallies[(codes.QUEUED, False)] = StatusTally(
+                codes.QUEUED, False, known.messages + waiting, known.parts + waiting_parts, known.receipt_timeouts,
+                known.possible_duplicates,
+            )
+        return list(tallies.values())
+
+    def report_frames(self, batch_seq: int, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
+        """The rows of a batch's report.csv, in file order, in bounded chunks of row numbers."""
+        last_row = last_row_stored(self.db.connection(), batch_seq)
+        low = 0
+        while low < last_row:
+            high = low + chunk_rows
+            with self.db.snapshot() as conn:  # rows and untaken block messages as of one moment
+                frame = pd.read_sql_query(
+                    f"SELECT {_REPORT_COLUMNS} FROM messages "
+                    "WHERE batch_seq = ? AND row_no > ? AND row_no <= ? ORDER BY row_no",
+                    conn,
+                    params=(batch_seq, low, high),
+                )
+                waiting = self._waiting_rows(conn, batch_seq, low, high)
+            if waiting is not None:
+                frame = pd.concat([frame, waiting], ignore_index=True) if len(frame) else waiting
+                frame = frame.sort_values("row_no", kind="stable", ignore_index=True)
+            if len(frame):
+                yield frame
+            low = high
+
+    def _waiting_rows(self, conn: sqlite3.Connection, batch_seq: int, low: int, high: int) -> pd.DataFrame | None:
+        """Report rows for block messages in (low, high] not taken yet: queued, never sent."""
+        pieces = []
+        for block in conn.execute(
+            "SELECT id, taken, created_at FROM message_blocks "
+            "WHERE batch_seq = ? AND taken < size AND first_row <= ? AND last_row > ?",
+            (batch_seq, high, low),
+        ).fetchall():
+            rows = self.blocks.rows(conn, block["id"])
+            taken = int(block["taken"])
+            row_no = pd.Series(rows.row_no[taken:], dtype="int64")
+            keep = ((row_no > low) & (row_no <= high)).to_numpy()
+            n = int(keep.sum())
+            pieces.append(
+                pd.DataFrame(
+                    {
+                        "row_no": row_no[keep].to_numpy(),
+                        "destination": pd.Series(rows.destination[taken:], dtype=object)[keep].to_numpy(),
+                        "climsgid": pd.Series(rows.climsgid[taken:], dtype=object)[keep].to_numpy(),
+                        "account": [None] * n,
+                        "upstream_id": [None] * n,
+                        "parts": pd.Series(rows.parts[taken:], dtype="int64")[keep].to_numpy(),
+                        "status": [codes.QUEUED] * n,
+                        "error_code": [None] * n,
+                        "error_text": [None] * n,
+                        "submitted_at": [None] * n,
+                        "updated_at": [float(block["created_at"])] * n,
+                        "possible_duplicate": [0] * n,
+                    }
+                )
+            )
+        return pd.concat(pieces, ignore_index=True) if pieces else None
+

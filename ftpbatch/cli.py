@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from . import __version__
 from .config import DEFAULT_TOML, SETTINGS_FILE, Settings, load_settings, root_path
-from .errors import FtpbatchError, NotFound, ProductError, UsageError
+from .errors import FtpbatchError, NotFound, PathError, ProductError, UsageError
 from .logs import configure as configure_logs
 from .logs import redact_url
 from .models import Product, check_product_name, parse_allow_ip
@@ -537,7 +537,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             write_plot(args.plot, series, title)
         except OSError as exc:
-            raise FtpbatchError(f"cannot write the plot to {args.plot}: {exc.strerror or exc}") from None
+            raise PathError(f"cannot write the plot to {args.plot}: {exc.strerror or exc}") from None
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 

@@ -25,14 +25,13 @@ from pyftpdlib.handlers import FTPHandler
 
 from .. import codes
 from ..config import FtpSettings
-from ..errors import LoginRefused
+from ..errors import LoginRefused, NoPassivePort
 from ..models import Product
 from ..security.bans import normal_address
 from ..security.guard import Guard
 from ..security.storage_guard import UploadBudget
 from ..storage import UPLOAD_TEMP_PREFIX, is_temporary_name
 from .authorizer import Login, ProductAuthorizer, TlsRequired
-from .dtp import NoPassivePort
 from .waker import LoopWaker
 
 log = logging.getLogger(__name__)

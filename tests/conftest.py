@@ -32,6 +32,21 @@ def _leaks(threads_before: set[threading.Thread], fds_before: dict[int, str]) ->
     return [t.name for t in threads], new_fds
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _process_wide_singletons() -> None:
+    """Create once, before any leak snapshot, what a process keeps for good on first use.
+
+    libuv (under uvloop, the SMPP connector's loop) opens a process-wide pipe
+    pair the first time any loop is made and never closes it: the first SMPP
+    test would otherwise be blamed for it.
+    """
+    try:
+        import uvloop
+    except ImportError:  # not on this platform
+        return
+    uvloop.new_event_loop().close()
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads_or_files(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves threads running or file descriptors open (as pyftpdlib's suite does).

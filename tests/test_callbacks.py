@@ -24,7 +24,7 @@ from ftpbatch.report.callbacks import CallbackSender
 from ftpbatch.service import Gateway
 
 from .helpers import add_product
-from .test_ledger_dispatch import NOW, rows
+from .ledger_contract import NOW, rows
 
 FIELDS = {"api_id", "apiMsgId", "cliMsgId", "to", "timestamp", "from", "status", "charge"}
 

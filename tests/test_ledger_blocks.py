@@ -19,7 +19,7 @@ from ftpbatch.errors import LedgerError
 from ftpbatch.ledger import Ledger
 from ftpbatch.ledger.blocks import BLOCK_ROWS
 
-from .test_ledger_dispatch import rows
+from .ledger_contract import rows
 
 # spans three blocks, the last one partly filled
 MANY = 2 * BLOCK_ROWS + 123
@@ -174,7 +174,7 @@ def test_block_rows_are_made_exactly_once_under_a_stale_cursor(ledger: Ledger):
     ledger.lease("node", "acme", 4, time.time(), 60)
     with pytest.raises(sqlite3.IntegrityError), ledger.db.transaction() as tx:
         stale = tx.execute("SELECT id, batch_seq, product, 0 AS taken, size FROM message_blocks").fetchone()
-        ledger._take_from_block(tx, stale, 2, time.time(), lease=("other", time.time() + 60))
+        ledger.blocks.take(tx, stale, 2, time.time(), lease=("other", time.time() + 60))
     assert message_rows(ledger) == 4
 
 

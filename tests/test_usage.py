@@ -23,7 +23,7 @@ from ftpbatch.models import Product
 from ftpbatch.report.usage import MonthlyUsageFiles, month_csv, usage_report
 from ftpbatch.storage import LocalStorage
 
-from .test_ledger_dispatch import NOW, rows
+from .ledger_contract import NOW, rows
 
 JUNE = dt.date(2025, 6, 1)
 

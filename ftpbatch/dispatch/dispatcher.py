@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence, cast
 
-from ..ledger import Ledger
+from ..ledger.protocol import DispatchLedger
 from ..lifecycle import all_alive
 from ..models import MoMessage, Product, QueryOutcome, Receipt, SubmitResult
 from ..throttle import TokenBucket
@@ -55,7 +55,7 @@ MoListener = Callable[[Sequence[MoMessage]], None]
 class Dispatcher:
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: DispatchLedger,
         connector: Connector,
         node_id: str,
         *,

@@ -19,8 +19,8 @@ from typing import Callable
 
 from .. import codes
 from ..errors import BatchRejected
+from ..ledger.protocol import IntakeLedger
 from ..lifecycle import all_alive
-from ..ledger import Ledger
 from ..models import Batch, Product
 from ..parse import FileCredentials, open_batch
 from ..passwords import verify_password
@@ -58,7 +58,7 @@ class Ingest:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: IntakeLedger,
         storage: LocalStorage,
         *,
         chunk_rows: int = 250_000,

@@ -37,7 +37,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from ..config import IntakeSettings
-from ..ledger import Ledger
+from ..ledger.protocol import IntakeLedger
 from ..models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
 from ..storage import LocalStorage, is_temporary_name
 
@@ -59,7 +59,7 @@ class Intake:
     def __init__(
         self,
         storage: LocalStorage,
-        ledger: Ledger,
+        ledger: IntakeLedger,
         settings: IntakeSettings,
         submit: Callable[[Batch], None],
     ) -> None:

@@ -11,20 +11,21 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 from .. import codes
 from ..models import Receipt, SubmitResult
+from .batches import touch_batches, touch_batches_of_messages, touch_batches_where
 from .db import Database
 from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream
-from .sql import VALUES_CHUNK, chunks, value_marks
+from .sql import VALUES_CHUNK, chunks, in_lists, value_marks
 
 
 class AnswerStore:
-    db: Database
-    #: Seconds after a submit when a missing receipt stops holding its batch open.
-    receipt_timeout: float
-    touch_batches: Callable[[sqlite3.Connection, Iterable[int], float], None]  # from BatchStore
+    def __init__(self, db: Database, receipt_timeout: float) -> None:
+        self.db = db
+        #: Seconds after a submit when a missing receipt stops holding its batch open.
+        self.receipt_timeout = receipt_timeout
 
     def record_results(self, account: str, results: Sequence[SubmitResult]) -> None:
         """Apply submit answers in one transaction; stale attempts are ignored."""
@@ -88,7 +89,7 @@ class AnswerStore:
             )
         ids = [r.message_id for r in results]
         queue_callbacks_for_messages(tx, [r.message_id for r in results if not r.retry], now)
-        self._touch_batches_of_messages(tx, ids, now)
+        touch_batches_of_messages(tx, ids, now)
         if ok:
             self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
 
@@ -133,26 +134,15 @@ class AnswerStore:
                 parked += len(orphans)
         return parked
 
-    def _touch_batches_of_messages(self, tx: sqlite3.Connection, message_ids: Sequence[int], now: float) -> None:
-        for part in chunks(list(message_ids)):
-            self._touch_batches_where(tx, f"id IN ({', '.join('?' * len(part))})", tuple(part), now)
+    @staticmethod
+    def _touch_batches_of_upstream(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+        for marks, part in in_lists(upstream_ids):
+            touch_batches_where(tx, f"account = ? AND upstream_id IN ({marks})", (account, *part), now)
 
-    def _touch_batches_of_upstream(self, tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
-        for part in chunks(list(upstream_ids)):
-            self._touch_batches_where(tx, f"account = ? AND upstream_id IN ({', '.join('?' * len(part))})", (account, *part), now)
-
-    def _touch_batches_where(self, tx: sqlite3.Connection, condition: str, params: tuple[object, ...], now: float) -> None:
-        """Bump the batches holding the messages that match ``condition`` (one statement), so their reports get rewritten."""
-        tx.execute(
-            "UPDATE batches SET version = version + 1, updated_at = ? "
-            f"WHERE seq IN (SELECT batch_seq FROM messages WHERE {condition})",
-            (now, *params),
-        )
-
-    def _find_upstream(self, tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    @staticmethod
+    def _find_upstream(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         found: dict[str, tuple[int, int]] = {}
-        for part in chunks(list(upstream_ids)):
-            marks = ", ".join("?" for _ in part)
+        for marks, part in in_lists(upstream_ids):
             for row in tx.execute(
                 f"SELECT upstream_id, id, batch_seq FROM messages WHERE account = ? AND upstream_id IN ({marks})",
                 (account, *part),
@@ -160,9 +150,9 @@ class AnswerStore:
                 found[row[0]] = (row[1], row[2])
         return found
 
-    def _apply_parked(self, tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
-        for part in chunks(list(upstream_ids)):
-            marks = ", ".join("?" for _ in part)
+    @staticmethod
+    def _apply_parked(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+        for marks, part in in_lists(upstream_ids):
             parked = tx.execute(
                 f"SELECT upstream_id, status, error_text FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks})",
                 (account, *part),
@@ -197,6 +187,6 @@ class AnswerStore:
                 "WHERE status = '003' AND receipt_timed_out = 0 AND receipt_due < ?",
                 (now, now),
             )
-            self.touch_batches(tx, seqs, now)
+            touch_batches(tx, seqs, now)
         return cur.rowcount
 

@@ -7,7 +7,8 @@ from .records import AddressBan
 
 
 class BanStore:
-    db: Database
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def record_ban(self, address: str, banned_until: float, failures: int, reason: str, now: float) -> None:
         """Ban ``address`` until ``banned_until`` (a later ban replaces an earlier one)."""

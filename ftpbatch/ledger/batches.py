@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Callable, Iterable
+from typing import Iterable, Sequence
 
 from .. import codes, logs
 from ..errors import LedgerError
 from ..models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
+from .blockqueue import BlockQueue
 from .db import Database
 from .outbox import queue_callbacks_for_batch
+from .sql import in_lists
 
 _BATCH_COLUMNS = (
     "seq, id, product, file_name, spool_path, source, state, received_at, updated_at, sha256, "
@@ -27,9 +29,10 @@ def _batch(row: sqlite3.Row) -> Batch:
 
 
 class BatchStore:
-    db: Database
-    # from MessageStore: write a batch's untaken block messages as rows with a final status
-    _drain_blocks: Callable[[sqlite3.Connection, int, str, str | None, float], int]
+    def __init__(self, db: Database, blocks: BlockQueue) -> None:
+        self.db = db
+        #: a batch refused half-way drains its blocks
+        self.blocks = blocks
 
     # --- intake ---------------------------------------------------------
     def record_claim(
@@ -136,7 +139,7 @@ class BatchStore:
                 (REJECTED, code, text, duplicate_of, now, now, seq, RECEIVED, PROCESSING, DISPATCHING),
             ).fetchall()
             # a batch refused half-way must not send what was already recorded
-            self._drain_blocks(tx, seq, codes.CANCELLED, None, now)
+            self.blocks.drain(tx, seq, codes.CANCELLED, None, now)
             tx.execute(
                 "UPDATE messages SET status = ?, updated_at = ? WHERE batch_seq = ? AND status IN (?, ?)",
                 (codes.CANCELLED, now, seq, codes.QUEUED, codes.SCHEDULED),
@@ -204,8 +207,24 @@ class BatchStore:
                 "UPDATE batches SET reported_version = ? WHERE seq = ? AND reported_version < ?", (version, seq, version)
             )
 
-    def touch_batches(self, tx: sqlite3.Connection, seqs: Iterable[int], now: float) -> None:
-        """Note that these batches changed, so their reports get rewritten."""
-        tx.executemany(
-            "UPDATE batches SET version = version + 1, updated_at = ? WHERE seq = ?", [(now, s) for s in set(seqs)]
-        )
+
+def touch_batches(tx: sqlite3.Connection, seqs: Iterable[int], now: float) -> None:
+    """Note that these batches changed, so their reports get rewritten."""
+    tx.executemany(
+        "UPDATE batches SET version = version + 1, updated_at = ? WHERE seq = ?", [(now, s) for s in set(seqs)]
+    )
+
+
+def touch_batches_of_messages(tx: sqlite3.Connection, message_ids: Sequence[int], now: float) -> None:
+    """As :func:`touch_batches`, for the batches holding these messages (one statement per chunk)."""
+    for marks, part in in_lists(message_ids):
+        touch_batches_where(tx, f"id IN ({marks})", tuple(part), now)
+
+
+def touch_batches_where(tx: sqlite3.Connection, condition: str, params: tuple[object, ...], now: float) -> None:
+    """Bump the batches holding the messages that match ``condition`` (one statement), so their reports get rewritten."""
+    tx.execute(
+        "UPDATE batches SET version = version + 1, updated_at = ? "
+        f"WHERE seq IN (SELECT batch_seq FROM messages WHERE {condition})",
+        (now, *params),
+    )

@@ -19,18 +19,21 @@ _ROW_MARKS = ", ".join("?" * 14)
 
 
 class BlockQueue:
-    #: Decoded message blocks of this process (payloads never change).
-    block_cache: BlockCache
+    """The message blocks as queues; every method works in the caller's transaction."""
 
-    def _block(self, conn: sqlite3.Connection, block_id: int) -> BlockRows:
-        rows = self.block_cache.get(block_id)
+    def __init__(self, cache: BlockCache | None = None) -> None:
+        #: Decoded message blocks of this process (payloads never change).
+        self.cache = cache if cache is not None else BlockCache()
+
+    def rows(self, conn: sqlite3.Connection, block_id: int) -> BlockRows:
+        rows = self.cache.get(block_id)
         if rows is None:
             (payload,) = conn.execute("SELECT payload FROM message_blocks WHERE id = ?", (block_id,)).fetchone()
             rows = unpack(payload)
-            self.block_cache.put(block_id, rows)
+            self.cache.put(block_id, rows)
         return rows
 
-    def _take_from_block(
+    def take(
         self,
         tx: sqlite3.Connection,
         block: sqlite3.Row,
@@ -46,7 +49,7 @@ class BlockQueue:
         Leased rows start at attempt 1 with the lease set; others (cancelled)
         are written with their final status.
         """
-        rows = self._block(tx, block["id"])
+        rows = self.rows(tx, block["id"])
         start = int(block["taken"])
         stop = min(start + count, int(block["size"]))
         owner, until = lease if lease else (None, None)
@@ -84,7 +87,7 @@ class BlockQueue:
         if moved != 1:  # another writer moved the cursor since it was read: undo the whole transaction
             raise LedgerError(f"message block {block['id']} changed while its messages were taken")
         if stop >= len(rows):
-            self.block_cache.forget(block["id"])
+            self.cache.forget(block["id"])
         made.sort(key=lambda m: m[0])
         return made
 
@@ -103,14 +106,14 @@ class BlockQueue:
         if tuple(found) != (last_id - first_id + 1, first_row, last_row, batch_seq, batch_seq):
             raise LedgerError(f"message ids {first_id}..{last_id} are not the rows just inserted ({tuple(found)})")
 
-    def _drain_blocks(self, tx: sqlite3.Connection, batch_seq: int, status: str, error_text: str | None, now: float) -> int:
+    def drain(self, tx: sqlite3.Connection, batch_seq: int, status: str, error_text: str | None, now: float) -> int:
         """Write every untaken message of a batch's blocks as a row with ``status`` (a batch cancelled or refused)."""
         blocks = tx.execute(
             "SELECT id, batch_seq, product, taken, size FROM message_blocks WHERE batch_seq = ? AND taken < size",
             (batch_seq,),
         ).fetchall()
         return sum(
-            len(self._take_from_block(tx, block, block["size"], now, status=status, error_text=error_text))
+            len(self.take(tx, block, block["size"], now, status=status, error_text=error_text))
             for block in blocks
         )
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import sqlite3
 import time
 from collections.abc import Sequence
 
 from ..models import MoMessage, QueryOutcome, QueryRequest
+from .batches import touch_batches_of_messages
 from .db import Database
 from .outbox import queue_callbacks_for_messages
+from .sql import bump_counter, read_counter
 
 #: counters (table ``counters``) kept by this store
 NEVER_MATCHED = "receipts_never_matched"
@@ -106,7 +107,7 @@ class InboundStore:
                 "updated_at = excluded.updated_at",
                 [(r[0], now + min(_QUERY_BACKOFF_MAX, backoff * 2 ** int(r[3])), now) for r in rows],
             )
-            _bump(tx, QUERIES_ASKED, len(rows))
+            bump_counter(tx, QUERIES_ASKED, len(rows))
         return [QueryRequest(r[0], r[1], r[2]) for r in rows]
 
     def note_query_outcomes(self, outcomes: Sequence[QueryOutcome]) -> None:
@@ -121,9 +122,9 @@ class InboundStore:
             )
             final = sum(1 for o in outcomes if o.status is not None)
             if final:
-                _bump(tx, QUERIES_FINAL, final)
+                bump_counter(tx, QUERIES_FINAL, final)
             if len(outcomes) - final:
-                _bump(tx, QUERIES_OPEN, len(outcomes) - final)
+                bump_counter(tx, QUERIES_OPEN, len(outcomes) - final)
             for account in {o.account for o in outcomes if o.refused}:
                 tx.execute(
                     "INSERT INTO upstream_capabilities (account, name, value, updated_at) VALUES (?, ?, ?, ?) "
@@ -161,12 +162,7 @@ class InboundStore:
             ]
             if changed:
                 queue_callbacks_for_messages(tx, changed, now)
-                marks = ", ".join("?" for _ in changed)
-                tx.execute(
-                    "UPDATE batches SET version = version + 1, updated_at = ? "
-                    f"WHERE seq IN (SELECT batch_seq FROM messages WHERE id IN ({marks}))",
-                    (now, *changed),
-                )
+                touch_batches_of_messages(tx, changed, now)
             # matched now, or matching a message that is final already: done with
             tx.execute(
                 "DELETE FROM parked_receipts WHERE EXISTS (SELECT 1 FROM messages m "
@@ -174,7 +170,7 @@ class InboundStore:
             )
             expired = tx.execute("DELETE FROM parked_receipts WHERE received_at < ?", (now - expire_after,)).rowcount
             if expired:
-                _bump(tx, NEVER_MATCHED, expired)
+                bump_counter(tx, NEVER_MATCHED, expired)
         return len(changed), expired
 
     def unmatched_receipts(self) -> dict[str, int]:
@@ -183,16 +179,7 @@ class InboundStore:
         return {"parked": int(parked), "never_matched": self._counter(NEVER_MATCHED)}
 
     def _counter(self, name: str) -> int:
-        row = self.db.connection().execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
-        return int(row[0]) if row else 0
-
-
-def _bump(tx: sqlite3.Connection, name: str, by: int) -> None:
-    tx.execute(
-        "INSERT INTO counters (name, value) VALUES (?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
-        (name, by),
-    )
+        return read_counter(self.db.connection(), name)
 
 
 def _with_id(m: MoMessage, mo_id: int) -> MoMessage:

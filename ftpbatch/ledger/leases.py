@@ -7,17 +7,15 @@ are accepted only for the attempt they were leased with (answers.py).
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
-
 from ..models import OutboundMessage
-from .blocks import BlockRows
+from .blockqueue import BlockQueue
 from .db import Database
 
 
 class LeaseStore:
-    db: Database
-    # from BlockQueue: make a block's next messages rows
-    _take_from_block: Callable[..., list[tuple[int, int, BlockRows]]]
+    def __init__(self, db: Database, blocks: BlockQueue) -> None:
+        self.db = db
+        self.blocks = blocks
 
     def lease(self, owner: str, product: str, limit: int, now: float, lease_seconds: float) -> list[OutboundMessage]:
         """Take up to ``limit`` due messages of ``product``.
@@ -73,7 +71,7 @@ class LeaseStore:
         for block in blocks:
             if len(leased) >= limit:
                 break
-            for message_id, i, rows in self._take_from_block(tx, block, limit - len(leased), now, lease=(owner, until)):
+            for message_id, i, rows in self.blocks.take(tx, block, limit - len(leased), now, lease=(owner, until)):
                 leased.append(
                     OutboundMessage(
                         message_id=message_id,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..lazy import lazy_module
 
@@ -34,6 +34,8 @@ else:  # imported on first use: `product list` and `status` never need it
 
 from .. import codes
 from ..errors import LedgerError
+from .batches import touch_batches
+from .blockqueue import BlockQueue
 from .blocks import pack
 from .db import Database
 from .outbox import queue_callbacks_for_batch
@@ -68,9 +70,11 @@ def _epoch(series: pd.Series) -> list[float]:
 
 
 class MessageStore:
-    db: Database
-    touch_batches: Callable[[sqlite3.Connection, Iterable[int], float], None]  # from BatchStore
-    _drain_blocks: Callable[[sqlite3.Connection, int, str, str | None, float], int]  # from BlockQueue
+    """Messages stored at intake (rows and blocks), and cancelled by the operator."""
+
+    def __init__(self, db: Database, blocks: BlockQueue) -> None:
+        self.db = db
+        self.blocks = blocks
 
     # --- intake ---------------------------------------------------------
     def insert_messages(self, batch_seq: int, product: str, frame: pd.DataFrame) -> None:
@@ -101,7 +105,7 @@ class MessageStore:
                 # rows born scheduled (011) or rejected (005) are status changes a callback may report
                 rows = individual["row"]
                 queue_callbacks_for_batch(tx, batch_seq, now, (int(rows.iloc[0]), int(rows.iloc[-1])))
-            self.touch_batches(tx, [batch_seq], now)
+            touch_batches(tx, [batch_seq], now)
 
     def _insert_rows(self, tx: sqlite3.Connection, batch_seq: int, product: str, frame: pd.DataFrame, now: float) -> None:
         """One messages row per frame row. Values the rows share are written into the
@@ -132,24 +136,28 @@ class MessageStore:
 
     def max_row(self, batch_seq: int) -> int:
         """The highest row of a batch stored so far (0: none)."""
-        row = self.db.connection().execute(
-            # COALESCE: a multi-argument MAX is NULL as soon as one argument is
-            "SELECT MAX((SELECT COALESCE(MAX(row_no), 0) FROM messages WHERE batch_seq = ?), "
-            "(SELECT COALESCE(MAX(last_row), 0) FROM message_blocks WHERE batch_seq = ?))",
-            (batch_seq, batch_seq),
-        ).fetchone()
-        return int(row[0] or 0)
+        return last_row_stored(self.db.connection(), batch_seq)
 
     def cancel_pending(self, batch_seq: int) -> int:
         now = time.time()
         with self.db.transaction() as tx:
-            drained = self._drain_blocks(tx, batch_seq, codes.CANCELLED, _CANCELLED_TEXT, now)
+            drained = self.blocks.drain(tx, batch_seq, codes.CANCELLED, _CANCELLED_TEXT, now)
             cur = tx.execute(
                 "UPDATE messages SET status = ?, error_text = ?, updated_at = ?, "
                 "lease_owner = NULL, lease_until = NULL WHERE batch_seq = ? AND status IN (?, ?)",
                 (codes.CANCELLED, _CANCELLED_TEXT, now, batch_seq, *_PENDING),
             )
             queue_callbacks_for_batch(tx, batch_seq, now)
-            self.touch_batches(tx, [batch_seq], now)
+            touch_batches(tx, [batch_seq], now)
         return drained + cur.rowcount
 
+
+def last_row_stored(conn: sqlite3.Connection, batch_seq: int) -> int:
+    """The highest row of a batch stored so far, as a row or in a block (0: none)."""
+    row = conn.execute(
+        # COALESCE: a multi-argument MAX is NULL as soon as one argument is
+        "SELECT MAX((SELECT COALESCE(MAX(row_no), 0) FROM messages WHERE batch_seq = ?), "
+        "(SELECT COALESCE(MAX(last_row), 0) FROM message_blocks WHERE batch_seq = ?))",
+        (batch_seq, batch_seq),
+    ).fetchone()
+    return int(row[0] or 0)

@@ -27,13 +27,12 @@ from typing import Iterable, Sequence
 from .. import codes
 from .db import Database
 from .records import CallbackBacklog, CallbackJob, CallbackOutcome
+from .sql import bump_counter, in_lists
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 INTERMEDIATE = (codes.SUBMITTED, codes.SCHEDULED)
 FINAL = tuple(sorted(codes.FINAL_STATUSES))
-
-_IN_CHUNK = 500
 
 # The level test, portable to PostgreSQL (integer & is standard there too).
 _LEVEL_FILTER = (
@@ -60,9 +59,7 @@ def queue_callbacks_for_messages(tx: sqlite3.Connection, message_ids: Iterable[i
     ids = list(message_ids)
     if not ids or not _any_callback_url(tx):
         return
-    for start in range(0, len(ids), _IN_CHUNK):
-        part = ids[start : start + _IN_CHUNK]
-        marks = ", ".join("?" for _ in part)
+    for marks, part in in_lists(ids):
         tx.execute(_INSERT_SELECT.format(where=f"m.id IN ({marks}) AND m.updated_at = ?"), (now, now, *part, now))
 
 
@@ -70,9 +67,7 @@ def queue_callbacks_for_upstream(tx: sqlite3.Connection, account: str, upstream_
     """As :func:`queue_callbacks_for_messages`, for messages known by their upstream id."""
     if not upstream_ids or not _any_callback_url(tx):
         return
-    for start in range(0, len(upstream_ids), _IN_CHUNK):
-        part = list(upstream_ids[start : start + _IN_CHUNK])
-        marks = ", ".join("?" for _ in part)
+    for marks, part in in_lists(upstream_ids):
         tx.execute(
             _INSERT_SELECT.format(where=f"m.account = ? AND m.upstream_id IN ({marks}) AND m.updated_at = ?"),
             (now, now, account, *part, now),
@@ -94,7 +89,8 @@ def queue_callbacks_for_batch(
 
 
 class OutboxStore:
-    db: Database
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def claim_callbacks(
         self,
@@ -136,15 +132,16 @@ class OutboxStore:
             if not claimed:
                 return []
             ids = sorted(r[0] for r in claimed)
-            marks = ", ".join("?" for _ in ids)
-            rows = tx.execute(
-                "SELECT c.id, c.attempt, c.tries, c.product, c.status, c.event_at, c.lease_until, "
-                "m.upstream_id, m.climsgid, m.destination, m.sender, m.parts, "
-                "p.callback_url, p.callback_user, p.callback_password "
-                "FROM callbacks c JOIN messages m ON m.id = c.message_id LEFT JOIN products p ON p.name = c.product "
-                f"WHERE c.id IN ({marks}) ORDER BY c.id",
-                ids,
-            ).fetchall()
+            rows: list[sqlite3.Row] = []
+            for marks, part in in_lists(ids):
+                rows += tx.execute(
+                    "SELECT c.id, c.attempt, c.tries, c.product, c.status, c.event_at, c.lease_until, "
+                    "m.upstream_id, m.climsgid, m.destination, m.sender, m.parts, "
+                    "p.callback_url, p.callback_user, p.callback_password "
+                    "FROM callbacks c JOIN messages m ON m.id = c.message_id LEFT JOIN products p ON p.name = c.product "
+                    f"WHERE c.id IN ({marks}) ORDER BY c.id",
+                    part,
+                ).fetchall()
         return [
             CallbackJob(
                 id=r["id"],
@@ -206,11 +203,7 @@ class OutboxStore:
                 )
             for name, value in (("callbacks_delivered", delivered), ("callbacks_given_up", given_up)):
                 if value > 0:
-                    tx.execute(
-                        "INSERT INTO counters (name, value) VALUES (?, ?) "
-                        "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
-                        (name, value),
-                    )
+                    bump_counter(tx, name, value)
 
     def expire_callback_leases_of(self, owner: str) -> int:
         """At start-up: this node's leases died with its previous process; make them claimable now."""

@@ -69,7 +69,8 @@ def _from_row(row: sqlite3.Row) -> Product:
 
 
 class ProductStore:
-    db: Database
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def add_product(self, product: Product) -> None:
         """Store a new product; its settings are checked first (``InvalidSetting``)."""

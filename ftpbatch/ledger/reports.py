@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..lazy import lazy_module
 
@@ -13,8 +13,9 @@ else:  # imported on first use: `product list` and `status` never need it
     pd = lazy_module("pandas")
 
 from .. import codes
-from .blocks import BlockRows
+from .blockqueue import BlockQueue
 from .db import Database
+from .messages import last_row_stored
 from .records import StatusTally
 
 _REPORT_COLUMNS = (
@@ -24,9 +25,9 @@ _REPORT_COLUMNS = (
 
 
 class ReportStore:
-    db: Database
-    max_row: Callable[[int], int]  # from MessageStore
-    _block: Callable[[sqlite3.Connection, int], BlockRows]  # from BlockQueue
+    def __init__(self, db: Database, blocks: BlockQueue) -> None:
+        self.db = db
+        self.blocks = blocks
 
     def status_counts(self, batch_seq: int) -> list[StatusTally]:
         """How many messages of a batch are in each status (split by whether they were ever sent)."""
@@ -53,7 +54,7 @@ class ReportStore:
 
     def report_frames(self, batch_seq: int, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
         """The rows of a batch's report.csv, in file order, in bounded chunks of row numbers."""
-        last_row = self.max_row(batch_seq)
+        last_row = last_row_stored(self.db.connection(), batch_seq)
         low = 0
         while low < last_row:
             high = low + chunk_rows
@@ -80,7 +81,7 @@ class ReportStore:
             "WHERE batch_seq = ? AND taken < size AND first_row <= ? AND last_row > ?",
             (batch_seq, high, low),
         ).fetchall():
-            rows = self._block(conn, block["id"])
+            rows = self.blocks.rows(conn, block["id"])
             taken = int(block["taken"])
             row_no = pd.Series(rows.row_no[taken:], dtype="int64")
             keep = ((row_no > low) & (row_no <= high)).to_numpy()

@@ -53,7 +53,8 @@ def _filter_params(product: str | None, since: float | None, until: float | None
 
 
 class UsageStore:
-    db: Database
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def usage(
         self,

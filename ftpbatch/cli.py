@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -24,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from . import __version__, cli_ssh
-from .config import DEFAULT_TOML, SETTINGS_FILE, Settings, load_settings, root_path
-from .errors import FtpbatchError, NotFound, ProductError, UsageError
+from .config import SETTINGS_FILE, Settings, default_toml, load_settings, root_path
+from .errors import FtpbatchError, NotFound, PathError, ProductError, UsageError
 from .logs import configure as configure_logs
 from .logs import redact_url
 from .models import Product, check_product_name, parse_allow_ip
@@ -236,11 +235,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if tls_note and settings.settings_file.exists():
         tls_note += f'; to use it, set tls_cert = "{_TRIAL_CERT}" and tls_key = "{_TRIAL_KEY}" under [ftp] in {settings.settings_file}'
     if not settings.settings_file.exists():
-        toml = DEFAULT_TOML
-        if tls_note:
-            for key, value in (("tls_cert", _TRIAL_CERT), ("tls_key", _TRIAL_KEY)):
-                # keep the comment column: 'tls_cert = ""        # ...'
-                toml = re.sub(rf'^{key} = "" *', lambda m: _keep_column(m.group(0), f'{key} = "{value}"'), toml, count=1, flags=re.M)
+        trial = {"ftp": {"tls_cert": _TRIAL_CERT, "tls_key": _TRIAL_KEY}} if tls_note else {}
+        toml = default_toml(trial)
         settings.settings_file.write_text(toml, encoding="utf-8")
     ledger = Ledger(settings.db_path)
     print(f"data root ready: {settings.root}")
@@ -262,11 +258,6 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 _TRIAL_CERT = "tls/cert.pem"
 _TRIAL_KEY = "tls/key.pem"
-
-
-def _keep_column(old: str, new: str) -> str:
-    """``new`` padded to the width of ``old`` (which may end in spaces before a comment)."""
-    return new if old == old.rstrip() else (new + " ").ljust(len(old))
 
 
 def _init_tls(settings: Settings, generate: bool) -> str | None:
@@ -558,7 +549,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             write_plot(args.plot, series, title)
         except OSError as exc:
-            raise FtpbatchError(f"cannot write the plot to {args.plot}: {exc.strerror or exc}") from None
+            raise PathError(f"cannot write the plot to {args.plot}: {exc.strerror or exc}") from None
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 

@@ -57,10 +57,10 @@ class Gateway:
                 lambda: self.status_board.snapshot() if self.status_board else {}, self.health,
             )
         self.connector = make_connector(settings.dispatch.connector)
-        # an SMPP URL may carry its own receipt_timeout; it wins over the setting
-        receipt_timeout = settings.dispatch.receipt_timeout
-        if "receipt_timeout=" in settings.dispatch.connector:
-            receipt_timeout = getattr(self.connector, "receipt_timeout", receipt_timeout)
+        # a connector URL may carry its own receipt_timeout; it wins over the setting
+        receipt_timeout = self.connector.receipt_timeout
+        if receipt_timeout is None:
+            receipt_timeout = settings.dispatch.receipt_timeout
         self.ledger = Ledger(settings.db_path, receipt_timeout=receipt_timeout)
         self.metrics = Metrics(self.ledger)
         usage = MonthlyUsageFiles(self.ledger, self.storage, settings.report.usage_refresh, settings.report.usage_min_interval)

@@ -25,7 +25,7 @@ from pyftpdlib.handlers import FTPHandler
 
 from .. import codes
 from ..config import FtpSettings
-from ..errors import LoginRefused
+from ..errors import LoginRefused, NoPassivePort
 from ..models import Product
 from ..security.bans import normal_address
 from ..security.guard import Guard
@@ -33,7 +33,6 @@ from ..security.storage_guard import UploadBudget
 from ..storage import UPLOAD_TEMP_PREFIX, is_temporary_name
 from ..access import names
 from .authorizer import Login, ProductAuthorizer
-from .dtp import NoPassivePort
 from .waker import LoopWaker
 
 log = logging.getLogger(__name__)

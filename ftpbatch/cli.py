@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -23,9 +22,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-from . import __version__
-from .config import DEFAULT_TOML, SETTINGS_FILE, Settings, load_settings, root_path
-from .errors import FtpbatchError, NotFound, ProductError, UsageError
+from . import __version__, cli_ssh
+from .config import SETTINGS_FILE, Settings, default_toml, load_settings, root_path
+from .errors import FtpbatchError, NotFound, PathError, ProductError, UsageError
 from .logs import configure as configure_logs
 from .logs import redact_url
 from .models import Product, check_product_name, parse_allow_ip
@@ -59,6 +58,7 @@ def _product_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enabled", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--quota-mb", type=float, help="storage quota for inbox/, reports/ and archive/, in MB (0 = none)")
     parser.add_argument("--retention-days", type=int, help="days archived files and reports are kept (0 = forever; default: the server's)")
+    cli_ssh.add_key_options(parser)
 
 
 def invoked_as(argv0: str | None = None) -> str:
@@ -113,6 +113,9 @@ def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     serve.add_argument("--log-json", action="store_true", help="log one JSON object per line instead of text")
     serve.add_argument("--tls-cert")
     serve.add_argument("--tls-key")
+    serve.add_argument("--sftp-port", type=int, help="also serve SFTP on this port (0: any free port)")
+    serve.add_argument("--sftp-host", help="address for SFTP (default: the FTP host)")
+    serve.add_argument("--sftp-host-key", metavar="FILE", help="SSH host key (default: the one init made under the root)")
 
     product = commands.add_parser("product", help="manage products (FTP users)").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -232,16 +235,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     if tls_note and settings.settings_file.exists():
         tls_note += f'; to use it, set tls_cert = "{_TRIAL_CERT}" and tls_key = "{_TRIAL_KEY}" under [ftp] in {settings.settings_file}'
     if not settings.settings_file.exists():
-        toml = DEFAULT_TOML
-        if tls_note:
-            for key, value in (("tls_cert", _TRIAL_CERT), ("tls_key", _TRIAL_KEY)):
-                # keep the comment column: 'tls_cert = ""        # ...'
-                toml = re.sub(rf'^{key} = "" *', lambda m: _keep_column(m.group(0), f'{key} = "{value}"'), toml, count=1, flags=re.M)
+        trial = {"ftp": {"tls_cert": _TRIAL_CERT, "tls_key": _TRIAL_KEY}} if tls_note else {}
+        toml = default_toml(trial)
         settings.settings_file.write_text(toml, encoding="utf-8")
     ledger = Ledger(settings.db_path)
     print(f"data root ready: {settings.root}")
     if tls_note:
         print(tls_note)
+    print(cli_ssh.init_host_key(settings))
     if args.demo:
         if ledger.get_product("demo") is None:
             password = secrets.token_urlsafe(12)
@@ -257,11 +258,6 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 _TRIAL_CERT = "tls/cert.pem"
 _TRIAL_KEY = "tls/key.pem"
-
-
-def _keep_column(old: str, new: str) -> str:
-    """``new`` padded to the width of ``old`` (which may end in spaces before a comment)."""
-    return new if old == old.rstrip() else (new + " ").ljust(len(old))
 
 
 def _init_tls(settings: Settings, generate: bool) -> str | None:
@@ -297,6 +293,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "tls_cert": str(Path(args.tls_cert).resolve()) if args.tls_cert else None,
             "tls_key": str(Path(args.tls_key).resolve()) if args.tls_key else None,
         },
+        sftp={"port": args.sftp_port, "host": args.sftp_host, "host_key": cli_ssh.host_key_override(args.sftp_host_key)},
         dispatch={"connector": args.connector},
         metrics={"port": args.metrics_port},
     )
@@ -310,6 +307,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = gateway.ftp.address
     products = [p.name for p in gateway.ledger.list_products()]
     print(f"ftpbatch {__version__} serving FTP on {host}:{port} (connector: {redact_url(settings.dispatch.connector)}, root: {settings.root})", flush=True)
+    if gateway.sftp is not None:
+        sftp_host, sftp_port = gateway.sftp.address
+        print(f"serving SFTP on {sftp_host}:{sftp_port} (host key {gateway.sftp.fingerprint})", flush=True)
     if gateway.ops is not None:
         print(f"metrics on {gateway.ops.url}/metrics, health on {gateway.ops.url}/healthz, status on {gateway.ops.url}/status", flush=True)
     if products:
@@ -382,16 +382,28 @@ def cmd_product(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             check_product_name(args.name)
-            if not args.password_stdin:
-                raise UsageError("product add needs --password-stdin (passwords are never taken from the command line)")
+            keys, keys_only = cli_ssh.key_changes(args)
+            if not args.password_stdin and not (keys and keys_only):
+                raise UsageError(
+                    "product add needs --password-stdin (passwords are never taken from the command line), "
+                    "or --ssh-key-file FILE --ssh-keys-only for a product that logs in by SSH key only"
+                )
             changes = _product_changes(args)
+            changes.setdefault("password_hash", cli_ssh.unusable_password_hash())
             # one record, checked whole: a refused setting leaves no half-made product behind
             ledger.add_product(Product(args.name, **changes))
             storage.ensure_home(args.name)
             print(f"product {args.name!r} added; FTP home {storage.home(args.name)}")
+            shown = cli_ssh.store_keys(ledger, args.name, keys, keys_only)
+            if shown:
+                print(shown)
         elif args.action == "set":
+            keys, keys_only = cli_ssh.key_changes(args)  # checked before anything changes
             product = ledger.update_product(args.name, **_product_changes(args))
             print(f"product {product.name!r} updated")
+            shown = cli_ssh.store_keys(ledger, args.name, keys, keys_only)
+            if shown:
+                print(shown)
         elif args.action == "list":
             products = ledger.list_products()
             if args.json:
@@ -405,7 +417,7 @@ def cmd_product(args: argparse.Namespace) -> int:
             found = ledger.get_product(args.name)
             if found is None:
                 raise NotFound(f"no product named {args.name!r}; see '{args.prog} product list'")
-            print(json.dumps(found.public_view(), indent=2))
+            print(json.dumps({**found.public_view(), **cli_ssh.ssh_view(ledger, found.name)}, indent=2))
     finally:
         ledger.close()
     return 0
@@ -537,7 +549,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             write_plot(args.plot, series, title)
         except OSError as exc:
-            raise FtpbatchError(f"cannot write the plot to {args.plot}: {exc.strerror or exc}") from None
+            raise PathError(f"cannot write the plot to {args.plot}: {exc.strerror or exc}") from None
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 

@@ -7,6 +7,9 @@ command-line flags. ``FTPBATCH_ROOT`` (or ``--root``) picks the data root.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 import os
 import socket
 import tomllib
@@ -24,7 +27,9 @@ SETTINGS_FILE = "ftpbatch.toml"
 
 @dataclass(frozen=True)
 class FtpSettings:
+    #: Address to listen on; "0.0.0.0" accepts connections from other machines.
     host: str = "127.0.0.1"
+    #: FTP control port.
     port: int = 2121
     #: "A-B" range for passive data connections; empty: any free port.
     passive_ports: str = ""
@@ -46,6 +51,7 @@ class FtpSettings:
     ban_seconds: float = 900.0
     #: Uploads are refused (452) while the data root's disk has less free space.
     min_free_mb: float = 100.0
+    #: Open control connections at most, in all and from one address.
     max_cons: int = 512
     max_cons_per_ip: int = 64
     #: New connections accepted per second, with up to ``accept_burst`` at
@@ -57,6 +63,7 @@ class FtpSettings:
     auth_failed_delay: float = 1.0
     #: Threads checking password hashes off the FTP loop.
     auth_threads: int = 4
+    #: Seconds of silence after which a session is closed.
     idle_timeout: int = 300
 
     def passive_range(self) -> range | None:
@@ -69,6 +76,22 @@ class FtpSettings:
         if not 1024 <= low <= high <= 65535:
             raise ConfigError(f"passive ports {self.passive_ports!r} must be a range within 1024-65535")
         return range(low, high + 1)
+
+
+@dataclass(frozen=True)
+class SftpSettings:
+    """The SFTP server beside FTP (off unless a port is set: an upgrade never opens a new port by itself)."""
+
+    #: TCP port (e.g. 2222); unset: no SFTP server. 0: any free port (tests).
+    port: int | None = None
+    #: Address to listen on; empty: the [ftp] host.
+    host: str = ""
+    #: The ed25519 host key ``ftpbatch init`` makes; relative paths are under the data root.
+    host_key: str = "ssh/host_ed25519_key"
+    #: Seconds a client may take to log in before it is disconnected.
+    login_timeout: float = 30.0
+    #: Threads checking password hashes and keys off the SFTP loop.
+    auth_threads: int = 4
 
 
 @dataclass(frozen=True)
@@ -153,6 +176,7 @@ class MetricsSettings:
 
     #: TCP port; unset: no endpoint (``ftpbatch status`` still reads status.json).
     port: int | None = None
+    #: Address of the endpoint (keep it on loopback unless a scraper elsewhere needs it).
     host: str = "127.0.0.1"
     #: Seconds between two writes of ``<root>/status.json``.
     status_interval: float = 2.0
@@ -164,6 +188,7 @@ class Settings:
     #: Identifies this machine in leases (DESIGN.md §12.6).
     node_id: str = field(default_factory=socket.gethostname)
     ftp: FtpSettings = field(default_factory=FtpSettings)
+    sftp: SftpSettings = field(default_factory=SftpSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
@@ -187,7 +212,7 @@ class Settings:
         return self.root / SETTINGS_FILE
 
 
-_SECTIONS = ("ftp", "intake", "dispatch", "report", "callbacks", "metrics")
+_SECTIONS = ("ftp", "sftp", "intake", "dispatch", "report", "callbacks", "metrics")
 
 
 def root_path(root: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -282,46 +307,58 @@ def _from_environ(env: Mapping[str, str]) -> Mapping[str, Any]:
     return found
 
 
-DEFAULT_TOML = """\
-# ftpbatch settings. Environment variables FTPBATCH_<SECTION>_<KEY> and
-# command-line flags override these values.
-
-[ftp]
-host = "127.0.0.1"        # "0.0.0.0" to accept connections from other machines
-port = 2121
-passive_ports = ""         # e.g. "60000-60099" behind a firewall
-masquerade_address = ""    # public address announced in PASV replies behind NAT
-auth_failed_delay = 1.0
-tls_cert = ""              # PEM certificate for FTPS (AUTH TLS); relative to this folder
-tls_key = ""
-tls_required = false       # true: no login without TLS (per product: --require-tls)
-ban_failures = 10          # failed logins from one address within ban_window s ...
-ban_window = 600
-ban_seconds = 900          # ... ban it this long (ftpbatch ban list | lift ADDRESS)
-min_free_mb = 100          # uploads refused below this much free disk
-accept_rate = 100          # new connections per second (30 at once); the rest wait their turn; 0 = no limit
-
-[intake]
-settle_seconds = 0.3
-rescan_seconds = 30
-
-[dispatch]
-connector = "sim"          # or "smpp://system_id:password@host:2775?window=50"
-tps = 0                    # messages per second over the connector; 0 = no limit
-receipt_query_after = 300  # seconds at 003 before a receipt is asked for with query_sm; 0 = never
-
-[report]
-interval = 0.25
-archive_days = 30
-usage_refresh = 3600       # seconds between refreshes of reports/usage-YYYY-MM.csv
-
-[callbacks]
-retry_delays = "120, 240, 480, 960, 1500"   # seconds before each retry; then given up
-timeout = 10               # seconds one POST may take
-concurrency = 8            # POSTs in flight at once
-keep_days = 7              # days delivered / given-up callbacks stay in the outbox
-
-[metrics]
-# port = 9100              # /metrics, /healthz and /status over HTTP (or serve --metrics-port)
-host = "127.0.0.1"
+_TOML_HEADER = """\
+# ftpbatch settings, written by `ftpbatch init` from the built-in defaults.
+# Environment variables FTPBATCH_<SECTION>_<KEY> and command-line flags
+# override these values; a line left commented out keeps the default.
 """
+
+
+def default_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The settings file ``init`` writes: every setting of every section with its default
+    (or the value in ``values``), each under the ``#:`` comment it has in this module.
+
+    Generated from the dataclasses, so a new setting appears here by itself and a
+    changed default cannot disagree with the file.
+    """
+    chosen = values or {}
+    hints = typing.get_type_hints(Settings)
+    lines = [_TOML_HEADER.rstrip("\n")]
+    for section in _SECTIONS:
+        cls = hints[section]
+        docs = _field_docs(cls)
+        lines += ["", f"[{section}]"]
+        for item in dataclasses.fields(cls):
+            value = chosen.get(section, {}).get(item.name, item.default)
+            lines += [f"# {line}" if line else "#" for line in docs.get(item.name, [])]
+            if value is None:  # no TOML null: an unset optional setting stays commented out
+                lines.append(f"# {item.name} =")
+            else:
+                lines.append(f"{item.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _field_docs(cls: type) -> dict[str, list[str]]:
+    """``#:`` comment lines right above each field of a settings class (Sphinx's convention)."""
+    docs: dict[str, list[str]] = {}
+    pending: list[str] = []
+    for raw in inspect.getsource(cls).splitlines():
+        line = raw.strip()
+        if line.startswith("#:"):
+            pending.append(line[2:].strip())
+        elif ":" in line and not line.startswith(("#", "def ", "@", "class ", '"')):
+            name = line.split(":", 1)[0].strip()
+            if name.isidentifier():
+                docs[name] = pending
+            pending = []
+        else:
+            pending = []
+    return docs
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string

@@ -10,6 +10,9 @@
      ├── NotFound                 no product / batch / ban by that name or id (101)
      ├── LoginRefused             FTP login refused (001 credentials, 007 IP)
      ├── BatchRejected            a whole file refused (100, 101, 001, 130, 131)
+     ├── EncodingError            a text that the chosen encoding cannot carry (116; also a ValueError)
+     ├── PathError                a file the user named cannot be written (101)
+     ├── NoPassivePort            every passive FTP port is busy (901: the server's capacity)
      ├── ConnectorError           upstream trouble, mapped at the connector edge
      └── LedgerError              the ledger could not do what was asked
 
@@ -75,6 +78,26 @@ class BatchRejected(FtpbatchError):
         super().__init__(message, code)
         #: For 130: the id of the earlier batch with the same bytes.
         self.duplicate_of = duplicate_of
+
+
+class EncodingError(FtpbatchError, ValueError):
+    """The text cannot be written in the encoding asked for (GSM 03.38 or UCS-2).
+
+    Also a ValueError, so a caller asking "is this a valid value?" can catch
+    either; an unknown encoding name is a parameter mistake (101).
+    """
+
+    code = codes.E_UNICODE
+
+
+class PathError(FtpbatchError):
+    """A file the user named (``--plot FILE``) cannot be written there."""
+
+    code = codes.E_PARAMETERS
+
+
+class NoPassivePort(FtpbatchError):
+    """Every port of the configured passive range is in use (answered 425; not the client's mistake)."""
 
 
 class ConnectorError(FtpbatchError):

@@ -1,4 +1,4 @@
-"""Wires the stages together: FTP -> intake -> ingest (parse, rules) -> ledger -> dispatch -> reports.
+"""Wires the stages together: FTP (and SFTP) -> intake -> ingest (parse, rules) -> ledger -> dispatch -> reports.
 
 ``serve`` runs everything; ``process`` runs the same pipeline without the FTP
 server and the inbox watcher. Every background part is a
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .dispatch.connectors import make_connector
@@ -36,6 +36,9 @@ from .report.usage import MonthlyUsageFiles
 from .security.guard import Guard
 from .storage import LocalStorage
 
+if TYPE_CHECKING:
+    from .sftp.server import GatewaySFTPServer
+
 log = logging.getLogger(__name__)
 
 
@@ -54,10 +57,10 @@ class Gateway:
                 lambda: self.status_board.snapshot() if self.status_board else {}, self.health,
             )
         self.connector = make_connector(settings.dispatch.connector)
-        # an SMPP URL may carry its own receipt_timeout; it wins over the setting
-        receipt_timeout = settings.dispatch.receipt_timeout
-        if "receipt_timeout=" in settings.dispatch.connector:
-            receipt_timeout = getattr(self.connector, "receipt_timeout", receipt_timeout)
+        # a connector URL may carry its own receipt_timeout; it wins over the setting
+        receipt_timeout = self.connector.receipt_timeout
+        if receipt_timeout is None:
+            receipt_timeout = settings.dispatch.receipt_timeout
         self.ledger = Ledger(settings.db_path, receipt_timeout=receipt_timeout)
         self.metrics = Metrics(self.ledger)
         usage = MonthlyUsageFiles(self.ledger, self.storage, settings.report.usage_refresh, settings.report.usage_min_interval)
@@ -100,6 +103,15 @@ class Gateway:
             if self.guard is not None and self.intake is not None
             else None
         )
+        # SFTP beside FTP when a port is set: its own thread and loop (sftp/server.py)
+        self.sftp: GatewaySFTPServer | None = None
+        if self.ftp is not None and self.guard is not None and self.intake is not None and settings.sftp.port is not None:
+            from .sftp.server import GatewaySFTPServer  # asyncssh is imported only where SFTP is served
+
+            self.sftp = GatewaySFTPServer(
+                settings.sftp, settings.ftp, self.ledger, self.storage, self.intake.uploaded, self.guard,
+                on_login=self.metrics.sftp_login,
+            )
         self._started = False
         # status.json and the component gauges: only a serving gateway has them
         self.status_board: StatusBoard | None = None
@@ -110,7 +122,7 @@ class Gateway:
         # start-up and the shutdown), then each stage before the one feeding it.
         candidates: list[Service | None] = [
             self.ops, self.status_board, self.reporter, self.callbacks, self.dispatcher, self.ingest,
-            self.intake, self.guard, self.ftp,
+            self.intake, self.guard, self.ftp, self.sftp,
         ]
         self.services: list[Service] = [s for s in candidates if s is not None]
 

@@ -170,6 +170,23 @@ def upload(client: ftplib.FTP, name: str, data: bytes, folder: str = "/inbox") -
     return client.storbinary(f"STOR {folder}/{name}", io.BytesIO(data))
 
 
+_BARRIERS = iter(range(1, 1_000_000))
+
+
+def intake_barrier(server: "ServerProcess", account: "Account") -> None:
+    """Upload one small file and wait until its report is complete.
+
+    The intake claims finished uploads in the order they arrive, so once this
+    one is through, anything earlier that the server was going to take has
+    been taken (and is in the ledger). Use it before asserting that something
+    did *not* happen, instead of sleeping and hoping.
+    """
+    name = f"barrier-{os.getpid()}-{next(_BARRIERS)}.csv"
+    with server.ftp(account) as client:
+        upload(client, name, f"to,text\n07700900001,barrier {name}\n".encode())
+    wait_for_summary(server.root, account.name, name, ("complete",))
+
+
 def download(client: ftplib.FTP, path: str) -> bytes:
     buf = io.BytesIO()
     client.retrbinary(f"RETR {path}", buf.write)

@@ -18,6 +18,7 @@ from .helpers import (
     add_product,
     download,
     find_summary,
+    intake_barrier,
     parse_report,
     read_report,
     upload,
@@ -136,19 +137,21 @@ def test_aborted_upload_leaves_no_file_and_no_batch(site):
     time.sleep(0.2)
     conn.close()
 
-    time.sleep(1.0)
+    intake_barrier(server, accounts["acme"])  # uploads are claimed in order: a kept one would be in by now
     inbox = list((server.root / "homes/acme/inbox").iterdir())
     assert inbox == [], inbox
     assert find_summary(server.root, "acme", "aborted.csv") is None
     assert find_summary(server.root, "acme", "dropped-conn.csv") is None
-    assert _batch_count(server.root) == before
+    assert _batch_count(server.root) == before + 1  # the barrier only
 
 
 def test_part_upload_is_processed_only_after_rename(site):
     server, accounts = site
+    before = _batch_count(server.root)
     with server.ftp(accounts["acme"]) as client:
         upload(client, "renamed.csv.part", batch("renamed"))
-        time.sleep(0.6)
+        intake_barrier(server, accounts["acme"])  # a .part taken as an upload would be claimed before it
+        assert _batch_count(server.root) == before + 1
         assert find_summary(server.root, "acme", "renamed.csv.part") is None
         assert "renamed.csv.part" in client.nlst("/inbox")
         client.rename("/inbox/renamed.csv.part", "/inbox/renamed.csv")

@@ -17,7 +17,7 @@ from ftpbatch.models import Product
 from ftpbatch.security.storage_guard import apply_retention, remove_orphan_uploads
 from ftpbatch.storage import LocalStorage
 
-from .helpers import ServerProcess, add_product, find_summary, upload, wait_for_summary
+from .helpers import ServerProcess, add_product, find_summary, intake_barrier, upload, wait_for_summary
 
 LIMIT = 100_000
 BIG = 20 * 1024 * 1024
@@ -90,7 +90,7 @@ def test_an_upload_over_max_file_bytes_is_cut_while_it_runs(site):
         upload(client, "at-limit.csv", csv_of_size(LIMIT, "at the limit"))
     summary = wait_for_summary(server.root, "small", "at-limit.csv", ("complete",))
     assert summary["size"] == LIMIT and summary["counts"]["rejected"] == 0
-    time.sleep(0.3)
+    # at-limit.csv came after huge.csv and uploads are claimed in order: a kept huge.csv would be in by now
     assert find_summary(server.root, "small", "huge.csv") is None
     assert batch_count(server.root) == before + 1  # only the one at the limit
     assert not [p for p in (server.root / "homes/small/inbox").iterdir()]
@@ -100,9 +100,11 @@ def test_curl_upload_over_the_limit_fails_and_leaves_nothing(site, tmp_path: Pat
     server, accounts = site
     big = tmp_path / "curl-huge.csv"
     big.write_bytes(csv_of_size(5 * LIMIT, "curl"))
+    before = batch_count(server.root)
     result = subprocess.run(["curl", "-sS", "-T", str(big), server.url(accounts["small"], "/inbox/")], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode != 0
-    time.sleep(0.3)
+    intake_barrier(server, accounts["small"])  # uploads are claimed in order: a kept one would be in by now
+    assert batch_count(server.root) == before + 1
     assert find_summary(server.root, "small", "curl-huge.csv") is None
     assert not list((server.root / "homes/small/inbox").iterdir())
 

@@ -44,20 +44,38 @@ def test_dispatcher_with_sim_delivers_everything(ledger: Ledger):
     assert frame["upstream_id"].is_unique
 
 
+class _TimedSim(SimConnector):
+    """The sim connector, noting when each message was handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(receipt_delay=0.0)
+        self.handed: list[float] = []
+
+    def submit(self, messages) -> None:
+        now = time.monotonic()
+        self.handed.extend(now for _ in messages)
+        super().submit(messages)
+
+
 def test_product_tps_limits_the_send_rate(ledger: Ledger):
     ledger.update_product("acme", tps=50.0)
     seq = new_batch(ledger, 100)
-    dispatcher = Dispatcher(ledger, SimConnector(receipt_delay=0.0), "node")
+    connector = _TimedSim()
+    dispatcher = Dispatcher(ledger, connector, "node")
     started = time.monotonic()
     dispatcher.start()
     try:
         while Counts.tally(ledger.status_counts(seq)).queued and time.monotonic() - started < 10:
             time.sleep(0.02)
-        elapsed = time.monotonic() - started
     finally:
         dispatcher.stop()
-    # 100 messages at 50/s with a burst of 50: at least ~1 s, clearly not instant
-    assert elapsed >= 0.9
+    # every message went out ...
+    assert len(connector.handed) == 100 and Counts.tally(ledger.status_counts(seq)).queued == 0
+    # ... at 50/s after a burst of 50: the last one ~1 s after the first, and
+    # never more than burst + rate * t within t of the first
+    first = connector.handed[0]
+    assert connector.handed[-1] - first >= 0.9
+    assert sum(1 for t in connector.handed if t - first < 0.5) <= 50 + 25 + 5
 
 
 def test_token_bucket_rate():

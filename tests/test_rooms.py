@@ -18,7 +18,7 @@ PACKAGE = Path(ftpbatch.__file__).parent
 
 # ledger/ is the bottom of the pipeline: it may use the plain parts below it
 # (models, codes, errors, logs, ...) but no stage that is built on it.
-ABOVE_THE_LEDGER = {"ftp", "intake", "parse", "rules", "dispatch", "report", "ops", "security", "service", "cli"}
+ABOVE_THE_LEDGER = {"access", "ftp", "sftp", "cli_ssh", "intake", "parse", "rules", "dispatch", "report", "ops", "security", "service", "cli"}
 
 
 def _module_name(path: Path) -> str:

@@ -243,3 +243,16 @@ def test_large_columns_match_reference(make) -> None:  # type: ignore[no-untyped
     expected = [ref_parts(t) for t in texts]
     assert enc.tolist() == [e for e, _ in expected]
     assert parts.tolist() == [len(p) for _, p in expected]
+
+
+def test_a_text_the_encoding_cannot_carry_is_an_error_of_the_tree_with_code_116() -> None:
+    from ftpbatch import codes
+    from ftpbatch.errors import EncodingError, FtpbatchError
+
+    with pytest.raises(EncodingError) as raised:
+        split_parts("Привет " * 30, "gsm7")
+    assert isinstance(raised.value, FtpbatchError) and isinstance(raised.value, ValueError)
+    assert raised.value.code == codes.E_UNICODE and "U+041F" in raised.value.message
+    with pytest.raises(EncodingError) as raised:
+        split_parts("hello " * 40, "latin1")
+    assert raised.value.code == codes.E_PARAMETERS

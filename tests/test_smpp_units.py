@@ -249,3 +249,17 @@ def test_source_address_defaults_and_overrides() -> None:
     assert _source_address("+447700900123", s) == ("447700900123", 1, 1)
     assert _source_address(None, s) == ("", 0, 0)
     assert _source_address("MyShop", parse_url("smpp://a:b@h?source_ton=3&source_npi=9")) == ("MyShop", 3, 9)
+
+
+def test_a_receipt_timeout_in_the_connector_url_wins_over_the_setting(tmp_path) -> None:
+    from ftpbatch.config import load_settings
+    from ftpbatch.service import Gateway
+
+    for url, expected in (("smpp://esme:pw@127.0.0.1:1?receipt_timeout=7", 7.0), ("smpp://esme:pw@127.0.0.1:1", 123.0)):
+        settings = load_settings(tmp_path, {"dispatch": {"connector": url, "receipt_timeout": 123.0}})
+        gateway = Gateway(settings, ftp=False, watch_inboxes=False)
+        try:
+            assert gateway.ledger.receipt_timeout == expected, url
+        finally:
+            gateway.ledger.close()
+            gateway.reporter.process.close()

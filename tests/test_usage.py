@@ -170,3 +170,10 @@ def test_monthly_usage_file_has_a_row_per_day(root: Path):
     for product in ("acme", "other", "idle"):
         written = (root / "homes" / product / "reports" / f"usage-{month}.csv").read_text()
         assert written.startswith("day,messages,parts,delivered,failed,rejected\n")
+
+
+def test_a_plot_that_cannot_be_written_is_the_users_mistake_101_not_901(capsys, root: Path, tmp_path: Path):
+    target = tmp_path / "no-such-folder" / "usage.png"
+    assert main(["--root", str(root), "report", "usage", "--plot", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert f"error 101: cannot write the plot to {target}" in err and "901" not in err

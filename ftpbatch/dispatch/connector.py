@@ -55,6 +55,9 @@ class Connector(abc.ABC):
     window: int = 10
     #: Messages per second this connector may send; ``None``: unlimited.
     tps: float | None = None
+    #: Seconds the ledger waits for a receipt on this route when the route's
+    #: own settings name it (it wins over ``[dispatch] receipt_timeout``); ``None``: not named.
+    receipt_timeout: float | None = None
 
     @abc.abstractmethod
     def start(self, events: ConnectorEvents) -> None:

@@ -1,4 +1,4 @@
-"""Products as FTP virtual users: credentials, IP lock-down, folders and permissions.
+"""Products as FTP virtual users: the shared login decision and folder permissions, in pyftpdlib's terms.
 
 The slow part, :meth:`ProductAuthorizer.authenticate`, runs on a worker
 thread (see ``handler.py``); everything pyftpdlib calls on its loop
@@ -10,66 +10,44 @@ to the next login without a restart.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 from .. import codes
+from ..access.folders import directly_in, perms_at
+from ..access.login import Login, LoginDecision
 from ..errors import LoginRefused
 from ..ledger import Ledger
 from ..models import Product
-from ..passwords import VerifiedCache
+from ..security.bans import BanBook
 from ..storage import LocalStorage
 
-# pyftpdlib permission letters: e=CWD l=LIST r=RETR a=APPE d=DELE f=rename w=STOR
-_FOLDER_PERMS = {
-    "": "el",
-    "inbox": "elradfw",
-    "reports": "elrd",
-    "archive": "elr",
-}
-
 WELCOME = "Welcome, {name}. Upload batches to /inbox; reports appear in /reports."
+
+__all__ = ["Login", "ProductAuthorizer", "TlsRequired"]
 
 
 class TlsRequired(LoginRefused):
     """The right password on a plain connection for a product that requires TLS (not counted for bans)."""
 
 
-@dataclass(frozen=True)
-class Login:
-    home: str
-    product: Product
-
-
 class ProductAuthorizer:
-    def __init__(self, ledger: Ledger, storage: LocalStorage) -> None:
+    def __init__(self, ledger: Ledger, storage: LocalStorage, bans: BanBook | None = None) -> None:
         self.ledger = ledger
         self.storage = storage
-        self.verified = VerifiedCache()
+        self.decision = LoginDecision(ledger, storage, bans)
 
     # --- called on a worker thread -------------------------------------
     def authenticate(
         self, username: str, password: str, remote_ip: str, *, tls: bool = False, tls_available: bool = False
     ) -> Login:
-        """Check a login; return the home folder and product or raise :class:`LoginRefused`.
+        """Check a login (see :mod:`ftpbatch.access.login`); return the home and product or raise :class:`LoginRefused`.
 
-        Unknown users and wrong passwords cost one hash check each and get
-        the same answer, so the reply reveals nothing about which products exist.
-        ``require_tls`` is checked last, for the same reason: only the right
-        password learns that the product needs TLS.
+        ``require_tls`` is checked last: only the right password learns that
+        the product needs TLS, and that refusal is not counted as a guess.
         """
-        product = self.ledger.get_product(username)
-        valid = self.verified.verify(product.password_hash if product else None, password)
-        if product is None or not valid:
-            raise LoginRefused("Login incorrect (code 001).", code=codes.E_AUTH)
-        if not product.allows_address(remote_ip):
-            raise LoginRefused(
-                f"Login refused (code 007): address {remote_ip} is not in the IP lock-down list of this product.",
-                code=codes.E_IP_LOCKDOWN,
-            )
-        if not product.enabled:
-            raise LoginRefused("Login refused (code 001): this product is disabled; ask the operator.", code=codes.E_AUTH)
-        if product.require_tls and not tls:
+
+        def tls_rule(product: Product) -> None:
+            if not product.require_tls or tls:
+                return
             if not tls_available:
                 raise TlsRequired(
                     "Login refused (code 001): this product requires TLS, but this server has no TLS certificate; "
@@ -81,7 +59,8 @@ class ProductAuthorizer:
                 "e.g. curl --ssl-reqd, or lftp with 'set ftp:ssl-force true'.",
                 code=codes.E_AUTH,
             )
-        return Login(str(self.storage.ensure_home(product.name)), product)
+
+        return self.decision.by_password(username, password, remote_ip, tls_rule)
 
     # --- pyftpdlib's authorizer interface (on the loop) -----------------
     def validate_authentication(self, username: str, password: str, handler: object) -> None:
@@ -108,22 +87,10 @@ class ProductAuthorizer:
         return perm in self.perms_at(username, path)
 
     def perms_at(self, username: str, path: str) -> str:
-        home = os.path.realpath(self.storage.home(username))
-        real = os.path.realpath(path)
-        if real == home:
-            return _FOLDER_PERMS[""]
-        relative = os.path.relpath(real, home)
-        if relative.startswith(".."):
-            return ""
-        parts = Path(relative).parts
-        if len(parts) == 1:
-            # the folders themselves: never removed, renamed or written to
-            return _FOLDER_PERMS[""] if parts[0] in _FOLDER_PERMS else ""
-        return _FOLDER_PERMS.get(parts[0], "")
+        return perms_at(self.storage.home(username), path)
 
     def in_inbox(self, username: str, path: str) -> bool:
-        inbox = os.path.realpath(self.storage.inbox(username))
-        return os.path.dirname(os.path.realpath(path)) == inbox
+        return directly_in(self.storage.inbox(username), path)
 
     def impersonate_user(self, username: str, password: str) -> None:
         pass

@@ -22,12 +22,9 @@ from pyftpdlib.exceptions import _RetryError
 from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
 
 from .. import codes
+from ..errors import NoPassivePort
 
 log = logging.getLogger(__name__)
-
-
-class NoPassivePort(Exception):
-    """Every port of the configured passive range is in use."""
 
 
 class LimitedDTPMixin:
@@ -104,7 +101,7 @@ class GuardedPassiveDTP(PassiveDTP):
         elif self._range_tried:
             # pyftpdlib's fallback after the whole range was busy
             self.close()
-            raise NoPassivePort
+            raise NoPassivePort("every port of the passive range is in use")
         super().bind(addr)
 
     def handle_accepted(self, sock: socket.socket, addr: tuple[Any, ...]) -> None:

@@ -25,14 +25,14 @@ from pyftpdlib.handlers import FTPHandler
 
 from .. import codes
 from ..config import FtpSettings
-from ..errors import LoginRefused
+from ..errors import LoginRefused, NoPassivePort
 from ..models import Product
 from ..security.bans import normal_address
 from ..security.guard import Guard
 from ..security.storage_guard import UploadBudget
 from ..storage import UPLOAD_TEMP_PREFIX, is_temporary_name
-from .authorizer import Login, ProductAuthorizer, TlsRequired
-from .dtp import NoPassivePort
+from ..access import names
+from .authorizer import Login, ProductAuthorizer
 from .waker import LoopWaker
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,6 @@ _PATH_COMMANDS = frozenset(
      "MKD", "XMKD", "RMD", "XRMD", "SIZE", "MDTM", "MFMT", "STAT", "SITE CHMOD"}
 )
 _DATA_COMMANDS = ("PASV", "EPSV", "PORT", "EPRT")
-
-
-def has_control_characters(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
 @dataclass(frozen=True)
@@ -68,14 +64,8 @@ class HandlerContext:
     on_login: Callable[[str], None] = lambda result: None  # a bare server (tests) counts nothing
 
     def check_login(self, username: str, password: str, address: str, tls: bool) -> Login:
-        """On a worker thread: the hash check, and the failure count that leads to bans."""
-        try:
-            return self.authorizer.authenticate(username, password, address, tls=tls, tls_available=self.tls_available)
-        except TlsRequired:
-            raise  # the right password: not a guess
-        except LoginRefused:
-            self.guard.bans.failed(address, username)
-            raise
+        """On a worker thread: the hash check; failures are counted towards bans by the shared decision."""
+        return self.authorizer.authenticate(username, password, address, tls=tls, tls_available=self.tls_available)
 
 
 class GatewayFTPHandler(FTPHandler):
@@ -210,16 +200,14 @@ class GatewayFTPHandler(FTPHandler):
         name_cmd = cmd if cmd != "SITE" else "SITE " + arg.split(" ", 1)[0].upper()
         if name_cmd not in _PATH_COMMANDS:
             return None
-        if has_control_characters(arg):
-            return "501 File names may not contain control characters: rename the file and try again."
+        if names.has_control_characters(arg):
+            return f"501 {names.CONTROL_CHARACTERS}"
         name = os.path.basename(arg.rstrip("/"))
-        if name.startswith(UPLOAD_TEMP_PREFIX):
-            if cmd in _NAMING_COMMANDS:
-                return f"553 Names starting with '{UPLOAD_TEMP_PREFIX}' are reserved for uploads in progress: use another name."
-            return "550 No such file or directory."
-        limit = self.context.settings.max_name_bytes
-        if cmd in _NAMING_COMMANDS and len(name.encode("utf-8", "surrogatepass")) > limit:
-            return f"553 File name too long: at most {limit} bytes (UTF-8) are accepted; use a shorter name."
+        if names.is_reserved(name):
+            return f"553 {names.RESERVED}" if cmd in _NAMING_COMMANDS else "550 No such file or directory."
+        too_long = names.too_long(name, self.context.settings.max_name_bytes)
+        if cmd in _NAMING_COMMANDS and too_long:
+            return f"553 {too_long}"
         return None
 
     # --- data connections -----------------------------------------------

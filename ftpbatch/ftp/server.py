@@ -67,7 +67,7 @@ class GatewayFTPServer:
         self.ioloop = IOLoop()
         self.auth_pool = ThreadPoolExecutor(max_workers=settings.auth_threads, thread_name_prefix="ftp-auth")
         self.waker = LoopWaker(self.ioloop)
-        authorizer = ProductAuthorizer(ledger, storage)
+        authorizer = ProductAuthorizer(ledger, storage, self.guard.bans)
         context = HandlerContext(authorizer, self.auth_pool, self.waker, on_upload, settings, self.guard, tls is not None)
         if on_login is not None:
             context = dataclasses.replace(context, on_login=on_login)

@@ -67,7 +67,7 @@ class Intake:
         self.ledger = ledger
         self.settings = settings
         self.submit = submit
-        self._uploads: queue.SimpleQueue[tuple[Path, str]] = queue.SimpleQueue()
+        self._uploads: queue.SimpleQueue[tuple[Path, str, str]] = queue.SimpleQueue()
         self._candidates: dict[Path, _Candidate] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -113,9 +113,9 @@ class Intake:
         return self.is_up
 
     # --- ways in -------------------------------------------------------
-    def uploaded(self, path: Path, product: str) -> None:
-        """Called by the FTP server (any thread) for a completed upload."""
-        self._uploads.put((path, product))
+    def uploaded(self, path: Path, product: str, source: str = "ftp") -> None:
+        """Called by the FTP or SFTP server (any thread) for a completed upload; ``source`` is the protocol."""
+        self._uploads.put((path, product, source))
 
     def seen(self, path: Path, closed: bool) -> None:
         """A watchdog event touched ``path``."""
@@ -170,8 +170,8 @@ class Intake:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
         while not self._stopping.is_set():
             try:
-                path, product = self._uploads.get(timeout=_TICK_SECONDS)
-                self._safely(self.claim, path, product, "ftp")
+                uploaded, uploader, source = self._uploads.get(timeout=_TICK_SECONDS)
+                self._safely(self.claim, uploaded, uploader, source)
                 continue
             except queue.Empty:
                 pass

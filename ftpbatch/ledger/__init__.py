@@ -42,10 +42,11 @@ from .products import ProductStore
 from .protocol import LedgerProtocol
 from .records import AddressBan
 from .reports import ReportStore
+from .ssh_keys import SshAccess, SshKeyStore
 from .sql import bump_counter, read_counter
 from .usage import UsageStore
 
-__all__ = ["AddressBan", "Ledger", "LedgerProtocol"]
+__all__ = ["AddressBan", "Ledger", "LedgerProtocol", "SshAccess"]
 
 
 class Ledger:
@@ -67,6 +68,8 @@ class Ledger:
         self.stats = UsageStore(self.db)
         self.bans = BanStore(self.db)
         self.inbound = InboundStore(self.db)
+        #: SSH keys and the keys-only flag of each product (SFTP)
+        self.ssh_keys = SshKeyStore(self.db)
         # products
         self.add_product = self.products.add_product
         self.update_product = self.products.update_product

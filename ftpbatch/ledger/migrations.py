@@ -232,6 +232,20 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        7,
+        "SSH keys per product",
+        """
+        -- SFTP access of a product (see ledger/ssh_keys.py): its OpenSSH
+        -- authorized_keys lines, and whether password logins are refused
+        CREATE TABLE IF NOT EXISTS product_ssh (
+            product          TEXT PRIMARY KEY REFERENCES products(name),
+            authorized_keys  TEXT NOT NULL DEFAULT '',
+            keys_only        INTEGER NOT NULL DEFAULT 0,
+            updated_at       REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 

@@ -11,7 +11,9 @@
   :class:`~ftpbatch.ops.health.GatewayView` protocol.
 
 FTP logins are counted by :meth:`Metrics.ftp_login`, which the gateway hands
-to the FTP server as the handler context's ``on_login`` hook.
+to the FTP server as the handler context's ``on_login`` hook; SFTP logins by
+:meth:`Metrics.sftp_login`, handed to the SFTP server the same way. Both also
+count in ``ftpbatch_logins{protocol=…}``.
 """
 
 from __future__ import annotations
@@ -110,12 +112,18 @@ class Metrics:
         for result in ("delivered", "retry", "given_up"):
             self.callbacks.labels(result)
         self.ftp_logins = Counter("ftpbatch_ftp_logins", "FTP logins by result (ok, failed).", ["result"], registry=r)
+        self.logins = Counter("ftpbatch_logins", "Logins by protocol (ftp, sftp) and result (ok, failed).", ["protocol", "result"], registry=r)
         if ledger is not None:
             r.register(LedgerCollector(ledger, ledger_cache_seconds))
 
     def ftp_login(self, result: str) -> None:
         """Count one FTP login: ``ok`` or ``failed`` (cheap: safe on the FTP loop)."""
         self.ftp_logins.labels(result).inc()
+        self.logins.labels("ftp", result).inc()
+
+    def sftp_login(self, result: str) -> None:
+        """Count one SFTP login: ``ok`` or ``failed`` (from the SFTP loop)."""
+        self.logins.labels("sftp", result).inc()
 
     def callback_outcome(self, result: str, seconds: float) -> None:
         self.callbacks.labels(result).inc()

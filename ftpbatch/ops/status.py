@@ -201,8 +201,10 @@ def render_status(document: dict[str, Any]) -> str:
         for name, state in (document.get("components") or {}).items():
             up = "up" if state.get("up") else "DOWN"
             detail = ""
-            if name == "ftp" and state.get("address"):
+            if name in ("ftp", "sftp") and state.get("address"):
                 detail = f"{state['address']}, {state.get('sessions', 0)} open session(s)"
+                if state.get("host_key"):
+                    detail += f", host key {state['host_key']}"
             elif name == "connector":
                 detail = f"{state.get('url', '')} ({state.get('detail', '')})"
             elif name == "callbacks":

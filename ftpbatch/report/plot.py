@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from ..errors import PathError
+
 # Colour-blind-safe palette (Okabe & Ito), then greys.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000", "#999999", "#666666")
 _INK, _GRID, _PAPER = "#222222", "#DDDDDD", "#FFFFFF"
@@ -230,5 +232,5 @@ def write_plot(path: Path, series: dict[str, dict[dt.date, int]], title: str = "
     elif suffix == ".png":
         data = render_png(scene)
     else:
-        raise ValueError(f"cannot draw {path.name}: the plot file must end in .png or .svg")
+        raise PathError(f"cannot draw {path.name}: the plot file must end in .png or .svg")
     path.write_bytes(data)

@@ -34,6 +34,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import codes
+from ..errors import EncodingError
 from . import gsm
 from ._arrow import byte_view, from_choices, take_mask, to_arrow, to_bool, to_int
 
@@ -50,11 +52,11 @@ def char_units(ch: str, encoding: str) -> int:
     if encoding == GSM7:
         cost = gsm.septets(ch)
         if cost == 0:
-            raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) is not in the GSM 03.38 alphabet")
+            raise EncodingError(f"character {ch!r} (U+{ord(ch):04X}) is not in the GSM 03.38 alphabet")
         return cost
     if encoding == UCS2:
         return 2 if ord(ch) > 0xFFFF else 1
-    raise ValueError(f"unknown encoding {encoding!r}: use {GSM7!r} or {UCS2!r}")
+    raise EncodingError(f"unknown encoding {encoding!r}: use {GSM7!r} or {UCS2!r}", codes.E_PARAMETERS)
 
 
 def encoding_of(text: str) -> str:
@@ -68,7 +70,7 @@ def split_parts(text: str, encoding: str) -> list[str]:
     A text within the single-part limit is one part (no UDH needed); a longer
     one is packed greedily into parts of 153 septets / 67 UTF-16 units, never
     splitting an escape pair or a surrogate pair. An empty text is one empty
-    part. Raises ValueError if ``text`` does not fit ``encoding``.
+    part. Raises EncodingError (a ValueError) if ``text`` does not fit ``encoding``.
     """
     costs = [char_units(ch, encoding) for ch in text]
     single, multi = LIMITS[encoding]

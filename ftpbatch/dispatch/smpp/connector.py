@@ -151,7 +151,7 @@ class SmppConnector(Connector):
             except EncodingError as exc:
                 self.stats["failed"] += 1
                 immediate.append(SubmitResult(message.message_id, message.attempt, error_code=codes.ERROR,
-                                              error_text=f"cannot encode the text: {exc}"))
+                                              error_text=f"cannot encode the text: {exc.message}"))
         i = 0
         while i < len(jobs):
             with self._cond:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ... import codes
+from ...errors import EncodingError
 from ...rules.gsm import GSM_BASIC, GSM_ESCAPE, GSM_EXTENSION
 
 #: data_coding values (SMPP 3.4 §5.2.19)
@@ -45,8 +47,6 @@ class _SeptetTable(dict[int, str]):
 _TRANSLATE = _SeptetTable({ord(ch): "".join(map(chr, septets)) for ch, septets in _SEPTETS.items()})
 
 
-class EncodingError(ValueError):
-    """The text cannot be written in the encoding the rules stage chose."""
 
 
 def gsm_unpacked(text: str) -> bytes:
@@ -117,17 +117,19 @@ def build_parts(text: str, encoding: str, *, split: Splitter, reference: int, pa
     message (8-bit in a UDH, 16-bit in SAR TLVs).
     """
     if encoding not in ("gsm7", "ucs2"):
-        raise EncodingError(f"unknown encoding {encoding!r}: expected gsm7 or ucs2")
+        raise EncodingError(f"unknown encoding {encoding!r}: expected gsm7 or ucs2", codes.E_PARAMETERS)
     if len(text) <= (80 if encoding == "gsm7" else 35):
         texts = [text]  # fits one part even if every character takes 2 units: skip the walk
     else:
         try:
             texts = split(text, encoding) or [""]
-        except ValueError as exc:  # a character the encoding cannot carry
+        except EncodingError:  # a character the encoding cannot carry
+            raise
+        except ValueError as exc:
             raise EncodingError(str(exc)) from exc
     total = len(texts)
     if total > 255:
-        raise EncodingError(f"{total} parts: concatenation allows at most 255")
+        raise EncodingError(f"{total} parts: concatenation allows at most 255", codes.E_TOO_MANY_PARTS)
     dcs = DCS_GSM if encoding == "gsm7" else DCS_UCS2
     parts = []
     for seq, chunk in enumerate(texts, start=1):

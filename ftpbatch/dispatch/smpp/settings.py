@@ -45,8 +45,9 @@ class SmppSettings:
     sar: bool = False
     #: how receipt ids relate to submit_sm_resp ids: "as-is", "dec" or "hex" (see receipts.py)
     receipt_id: str = "as-is"
-    #: seconds after a submit when the ledger stops waiting for its receipt
-    receipt_timeout: float = 48 * 3600.0
+    #: seconds after a submit when the ledger stops waiting for its receipt; unset:
+    #: ``[dispatch] receipt_timeout`` (this route's value wins when the URL names one)
+    receipt_timeout: float | None = None
     #: seconds between liveness checks of the bind (smpp34 sends enquire_link itself)
     enquire_link: float = 30.0
     #: seconds to wait for a submit_sm_resp before handing the message back for retry

@@ -390,18 +390,21 @@ def cmd_product(args: argparse.Namespace) -> int:
                 )
             changes = _product_changes(args)
             changes.setdefault("password_hash", cli_ssh.unusable_password_hash())
-            # one record, checked whole: a refused setting leaves no half-made product behind
-            ledger.add_product(Product(args.name, **changes))
+            # one record, checked whole, and its SSH keys, in one transaction:
+            # a refusal leaves no half-made product behind
+            with ledger.db.transaction():
+                ledger.add_product(Product(args.name, **changes))
+                shown = cli_ssh.store_keys(ledger, args.name, keys, keys_only)
             storage.ensure_home(args.name)
             print(f"product {args.name!r} added; FTP home {storage.home(args.name)}")
-            shown = cli_ssh.store_keys(ledger, args.name, keys, keys_only)
             if shown:
                 print(shown)
         elif args.action == "set":
             keys, keys_only = cli_ssh.key_changes(args)  # checked before anything changes
-            product = ledger.update_product(args.name, **_product_changes(args))
+            with ledger.db.transaction():  # the settings and the keys change together or not at all
+                product = ledger.update_product(args.name, **_product_changes(args))
+                shown = cli_ssh.store_keys(ledger, args.name, keys, keys_only)
             print(f"product {product.name!r} updated")
-            shown = cli_ssh.store_keys(ledger, args.name, keys, keys_only)
             if shown:
                 print(shown)
         elif args.action == "list":

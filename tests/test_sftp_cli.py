@@ -115,3 +115,37 @@ def test_sftp_is_off_unless_a_port_is_set(root):
             assert time.monotonic() < deadline
             time.sleep(0.2)
     assert "sftp" not in components and "SFTP" not in server.log()
+
+
+@pytest.mark.parametrize("action", ["add", "set"])
+def test_a_product_change_and_its_keys_are_one_transaction(root, tmp_path, monkeypatch, capsys, action):
+    """If storing the keys fails, the settings given with them are not kept either (nothing half-done)."""
+    from ftpbatch.cli import main
+    from ftpbatch.ledger import Ledger
+    from ftpbatch.ledger.ssh_keys import SshKeyStore
+
+    import io
+
+    if action == "set":
+        assert ftpbatch(root, "product", "add", "shop", "--password-stdin", "--sender", "Before", stdin="a-long-password\n").returncode == 0
+    key = make_key(tmp_path, "ops")
+
+    def broken_update(self, product, keys=None, keys_only=None):
+        raise OSError("disk full while storing the keys")  # the provoked failure
+
+    monkeypatch.setattr(SshKeyStore, "update", broken_update)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    argv = ["--root", str(root), "product", action, "shop", "--sender", "After", "--ssh-key-file", f"{key}.pub"]
+    if action == "add":
+        argv.append("--password-stdin")
+    with pytest.raises(OSError):
+        main(argv)
+    ledger = Ledger(root / "ftpbatch.db")
+    try:
+        product = ledger.get_product("shop")
+        if action == "add":
+            assert product is None
+        else:
+            assert product is not None and product.sender == "Before"
+    finally:
+        ledger.close()

@@ -49,9 +49,15 @@ class Database:
         """A write transaction, committed on success and rolled back on error.
 
         ``BEGIN IMMEDIATE`` takes the write lock up front, so two writers
-        never deadlock upgrading read locks.
+        never deadlock upgrading read locks. Inside another transaction of
+        the same thread it joins that one: the outer one commits or rolls
+        back the whole (how one command's changes to several stores become
+        one change).
         """
         conn = self.connection()
+        if conn.in_transaction:
+            yield conn
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn

@@ -92,6 +92,12 @@ class SftpSettings:
     login_timeout: float = 30.0
     #: Threads checking password hashes and keys off the SFTP loop.
     auth_threads: int = 4
+    #: Open SSH connections at most, in all and from one address (counted
+    #: apart from FTP's); unset: the [ftp] ``max_cons`` and ``max_cons_per_ip``.
+    #: A connection over either is told so (SSH disconnect "too many
+    #: connections") before the key exchange.
+    max_cons: int | None = None
+    max_cons_per_ip: int | None = None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ from .session import ProductSFTPServer, SessionContext
 
 log = logging.getLogger(__name__)
 
+#: Seconds a connection over the limits may take to reach its login request, where it is told so.
+OVER_LIMIT_GRACE = 5.0
 KEYS_ONLY = "Login refused (code 001): this product logs in with an SSH key only; ask the operator to register yours."
 
 
@@ -53,6 +55,8 @@ class _Connection(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.address = ""
         self.login: Login | None = None
+        self.counted = False  # within the connection limits (refused ones are not counted)
+        self.over_limit: str | None = None  # why it is refused, when it is over them
         self.banned = False
         self._failure_counted = False
         self._keys_tried = False
@@ -63,16 +67,26 @@ class _Connection(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.address = normal_address(str(peer[0])) if peer else ""
-        self.server.sessions += 1
+        self.over_limit = self.server.admit(self)
+        if self.over_limit is not None:
+            log.info("SFTP connection from %s refused: %s", self.address, self.over_limit)
+            # Told at its first login request (begin_auth), once the key exchange is done: a disconnect
+            # before it races the client's own key exchange packets, and OpenSSH then reports only a
+            # broken pipe. One that never gets that far is dropped soon, uncounted all the while.
+            asyncio.get_running_loop().call_later(OVER_LIMIT_GRACE, conn.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.sessions -= 1
+        if self.counted:
+            self.server.release(self)
         if self.login is None and self._keys_tried and not self._failure_counted and not self.banned:
             # every key it offered was refused: one failed login, as one wrong password would be
             self.server.on_login("failed")
             self.server.pool.submit(self.server.decision.failed, self.address, "(ssh key)")
 
     def begin_auth(self, username: str) -> bool:
+        if self.over_limit is not None:
+            # the SSH counterpart of FTP's "421 Too many connections": OpenSSH prints the reason
+            raise asyncssh.DisconnectError(asyncssh.DISC_TOO_MANY_CONNECTIONS, self.over_limit)
         until = self.server.guard.bans.banned_until(self.address)
         if until is not None:
             self.banned = True
@@ -204,7 +218,11 @@ class GatewaySFTPServer:
         self.pool = ThreadPoolExecutor(max_workers=settings.auth_threads, thread_name_prefix="sftp-auth")
         self.context = SessionContext(guard, on_upload, ftp_settings.max_name_bytes)
         self.host = settings.host or ftp_settings.host
+        # the limits FTP has ([ftp] max_cons, max_cons_per_ip) unless [sftp] sets its own
+        self.max_cons = ftp_settings.max_cons if settings.max_cons is None else settings.max_cons
+        self.max_cons_per_ip = ftp_settings.max_cons_per_ip if settings.max_cons_per_ip is None else settings.max_cons_per_ip
         self.sessions = 0
+        self._per_address: dict[str, int] = {}  # touched on the SFTP loop only
         self._address: tuple[str, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncssh.SSHAcceptor | None = None
@@ -233,6 +251,26 @@ class GatewaySFTPServer:
         except OSError:  # not listening: stopping
             address = None
         return {"address": address, "sessions": self.sessions, "host_key": self.fingerprint}
+
+    def admit(self, connection: _Connection) -> str | None:
+        """Count a new connection in, or say why it is over the limits (as pyftpdlib's 421 does for FTP)."""
+        address = connection.address
+        if self.max_cons and self.sessions >= self.max_cons:
+            return f"Too many connections ({self.max_cons} at most): service temporarily unavailable, try again later."
+        if self.max_cons_per_ip and self._per_address.get(address, 0) >= self.max_cons_per_ip:
+            return f"Too many connections from {address} ({self.max_cons_per_ip} at most): close some and try again."
+        connection.counted = True
+        self.sessions += 1
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        return None
+
+    def release(self, connection: _Connection) -> None:
+        self.sessions -= 1
+        left = self._per_address[connection.address] - 1
+        if left:
+            self._per_address[connection.address] = left
+        else:
+            del self._per_address[connection.address]
 
     def start(self, timeout: float = 15.0) -> None:
         self.thread = threading.Thread(target=self._run, name="sftp-loop", daemon=True)

@@ -138,3 +138,14 @@ def test_the_graph_sees_type_only_and_function_level_imports() -> None:
     )
     found = _imports_of(source, "ftpbatch.report")
     assert found == {"ftpbatch.service", "ftpbatch.ops.status", "ftpbatch", "ftpbatch.ledger.db"}
+
+
+#: A module past this many lines does more than one thing (issue 13's bound).
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_over_the_size_bound() -> None:
+    sizes = {p.relative_to(PACKAGE.parent).as_posix(): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert len(sizes) > 50  # the walk found the package
+    over = {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert not over, f"modules over {MAX_MODULE_LINES} lines (split them by what they do): {over}"

@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
@@ -449,12 +450,16 @@ def cmd_process(args: argparse.Namespace) -> int:
         progress = Progress(sys.stderr)
         while True:
             finished = gateway.wait_finished(batch.id, timeout=0.2)
-            counts = Counts.tally(gateway.ledger.status_counts(finished.seq))
-            progress.show(counts)
             if finished.state in ("complete", "rejected") and gateway.ledger.report_is_current(finished.seq):
                 break
             if args.timeout is not None and progress.elapsed > args.timeout:
                 break
+            if progress.wants_counts():
+                started = time.monotonic()
+                progress.show(Counts.tally(gateway.ledger.status_counts(finished.seq)))
+                progress.counted(time.monotonic() - started)
+        counts = Counts.tally(gateway.ledger.status_counts(finished.seq))
+        progress.show(counts)
         progress.done()
         document = summary_document(finished, counts)
     finally:

@@ -197,7 +197,7 @@ def test_root_shows_only_the_products_folders_and_nothing_else_is_in_reach(site)
     done = openssh.with_key("acme", keys["sender"], commands)
     assert done.returncode == 0, done.stderr
     root_listing = done.stdout.split("sftp> ls -a /", 1)[1].split("sftp>", 1)[0].split()
-    assert sorted(n.lstrip("/") for n in root_listing if n.strip("/.")) == ["archive", "inbox", "reports"]
+    assert sorted(n.lstrip("/") for n in root_listing if n.strip("/.")) == ["archive", "check", "control", "inbox", "optout", "reports"]
     assert "Remote working directory: /\n" in done.stdout
     assert not list(openssh.workdir.glob("secret.csv")) and not (openssh.workdir / "planted-link.csv").exists()
     reports_listing = done.stdout.split("sftp> -ls /reports", 1)[1].split("sftp>", 1)[0]

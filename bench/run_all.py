@@ -78,6 +78,8 @@ def rows_for(name: str, results: list[dict]) -> list[tuple[str, str, str, str]]:
                               f"sshd internal-sftp {r['sshd_sftp_mb_s']} MB/s", f"{r['ratio_sftp_vs_sshd']}x"))
                 table.append(("  the same, asyncssh client", f"{r['ftpbatch_sftp_asyncssh_mb_s']} MB/s",
                               f"{r['sshd_sftp_asyncssh_mb_s']} MB/s", f"{r['ratio_sftp_asyncssh_vs_sshd']}x"))
+                table.append(("  server CPU per MB uploaded", f"{r['ftpbatch_sftp_cpu_s_per_mb'] * 1000:.1f} ms",
+                              f"{r['sshd_sftp_cpu_s_per_mb'] * 1000:.1f} ms", ""))
                 table.append((f"{r['sftp_logins']} SFTP key logins at once (failed)",
                               f"{r['ftpbatch_sftp_logins_s']} s ({r['ftpbatch_sftp_login_failures']})",
                               f"sshd {r['sshd_sftp_logins_s']} s ({r['sshd_sftp_login_failures']})", ""))

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-from . import __version__, cli_ssh
+from . import __version__, cli_senders, cli_ssh
 from .config import SETTINGS_FILE, Settings, default_toml, load_settings, root_path
 from .errors import FtpbatchError, NotFound, PathError, ProductError, UsageError
 from .logs import configure as configure_logs
@@ -138,7 +138,7 @@ def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     process.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     process.add_argument("--log-json", action="store_true", help="log to stderr as JSON lines (default: only the progress bar)")
 
-    batch = commands.add_parser("batch", help="inspect and cancel batches").add_subparsers(
+    batch = commands.add_parser("batch", help="inspect, pause, resume and cancel batches").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
     blist = batch.add_parser("list", help="recent batches")
@@ -150,6 +150,8 @@ def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     bshow.add_argument("--json", action="store_true")
     bcancel = batch.add_parser("cancel", help="cancel the messages of a batch not sent yet")
     bcancel.add_argument("id")
+    cli_senders.add_batch_controls(batch)
+    cli_senders.add_optout_parser(commands, _Parser)
 
     ban = commands.add_parser("ban", help="addresses banned after failed FTP logins").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -487,8 +489,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if args.action == "show":
             print(json.dumps(summary_document(batch, Counts.tally(ledger.status_counts(batch.seq))), indent=2))
         elif args.action == "cancel":
-            cancelled = ledger.cancel_pending(batch.seq)
+            cancelled = ledger.cancel_batch(batch.seq, "cli")
             print(f"batch {batch.id}: {cancelled} message(s) not yet sent are cancelled (status 006)")
+        else:
+            print(cli_senders.control_batch(ledger, batch, args.action))
     finally:
         ledger.close()
     return 0
@@ -578,6 +582,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "process": cmd_process,
     "batch": cmd_batch,
     "ban": cmd_ban,
+    "optout": lambda args: cli_senders.cmd_optout(args, _settings(args)),
     "report": cmd_report,
     "status": cmd_status,
 }

@@ -233,6 +233,38 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        6,
+        "opt-out lists, batch controls, dry runs",
+        """
+        -- numbers a product must not send to (E.164 digits); rows of a batch
+        -- to one of them are rejected with 122 at intake (see ledger/optouts.py)
+        CREATE TABLE optouts (
+            product  TEXT NOT NULL REFERENCES products(name),
+            number   TEXT NOT NULL,
+            since    REAL NOT NULL,
+            source   TEXT NOT NULL,       -- ftp | cli | stop-reply
+            PRIMARY KEY (product, number)
+        );
+
+        -- a file uploaded to /check: checked and reported, never sent; it is
+        -- no earlier batch for the duplicate-file check
+        ALTER TABLE batches ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
+        -- leases skip the messages of a paused batch (in-flight ones finish)
+        ALTER TABLE batches ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX batches_paused ON batches (seq) WHERE paused = 1;
+
+        -- every pause, resume and cancel, by whom (ftp | cli), for the record
+        CREATE TABLE batch_controls (
+            id          INTEGER PRIMARY KEY,
+            batch_seq   INTEGER NOT NULL REFERENCES batches(seq),
+            verb        TEXT NOT NULL,    -- pause | resume | cancel
+            source      TEXT NOT NULL,
+            applied_at  REAL NOT NULL
+        );
+        CREATE INDEX batch_controls_by_batch ON batch_controls (batch_seq, id);
+        """,
+    ),
+    (
         7,
         "SSH keys per product",
         """

@@ -96,6 +96,8 @@ def _relative(path: str) -> str:
 def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description="FTP batch gateway for bulk SMS.")
     parser.add_argument("--root", help="data root (default: $FTPBATCH_ROOT or ./ftpbatch-data)")
+    parser.add_argument("--ledger", metavar="URL", help="postgresql://user:pw@host:port/db: a ledger several nodes share "
+                        "(default: $FTPBATCH_LEDGER, [ledger] url, else SQLite in the root)")
     parser.add_argument("--version", action="version", version=f"ftpbatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -222,7 +224,7 @@ def _require_root(args: argparse.Namespace) -> None:
 
 
 def _settings(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
-    return load_settings(args.root, overrides)
+    return load_settings(args.root, {**overrides, "ledger": {"url": getattr(args, "ledger", None)}})
 
 
 # --- init -----------------------------------------------------------------
@@ -240,7 +242,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         trial = {"ftp": {"tls_cert": _TRIAL_CERT, "tls_key": _TRIAL_KEY}} if tls_note else {}
         toml = default_toml(trial)
         settings.settings_file.write_text(toml, encoding="utf-8")
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     print(f"data root ready: {settings.root}")
     if tls_note:
         print(tls_note)
@@ -379,7 +381,7 @@ def cmd_product(args: argparse.Namespace) -> int:
     from .ledger import Ledger
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     storage = LocalStorage(settings.root)
     try:
         if args.action == "add":
@@ -471,7 +473,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .report.files import Counts, iso, summary_document
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.action == "list":
             batches = ledger.list_batches(args.product, args.limit)
@@ -506,7 +508,7 @@ def cmd_ban(args: argparse.Namespace) -> int:
     from .report.files import iso
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.action == "list":
             bans = ledger.active_bans(time.time())
@@ -539,7 +541,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {args.plot} must end in .png or .svg")
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.product and ledger.get_product(args.product) is None:
             raise NotFound(f"no product named {args.product!r}; see '{args.prog} product list'")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-from . import __version__, cli_ssh
+from . import __version__, cli_senders, cli_ssh
 from .config import SETTINGS_FILE, Settings, default_toml, load_settings, root_path
 from .errors import FtpbatchError, NotFound, PathError, ProductError, UsageError
 from .logs import configure as configure_logs
@@ -97,6 +97,8 @@ def _relative(path: str) -> str:
 def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description="FTP batch gateway for bulk SMS.")
     parser.add_argument("--root", help="data root (default: $FTPBATCH_ROOT or ./ftpbatch-data)")
+    parser.add_argument("--ledger", metavar="URL", help="postgresql://user:pw@host:port/db: a ledger several nodes share "
+                        "(default: $FTPBATCH_LEDGER, [ledger] url, else SQLite in the root)")
     parser.add_argument("--version", action="version", version=f"ftpbatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -139,7 +141,7 @@ def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     process.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     process.add_argument("--log-json", action="store_true", help="log to stderr as JSON lines (default: only the progress bar)")
 
-    batch = commands.add_parser("batch", help="inspect and cancel batches").add_subparsers(
+    batch = commands.add_parser("batch", help="inspect, pause, resume and cancel batches").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
     blist = batch.add_parser("list", help="recent batches")
@@ -151,6 +153,8 @@ def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     bshow.add_argument("--json", action="store_true")
     bcancel = batch.add_parser("cancel", help="cancel the messages of a batch not sent yet")
     bcancel.add_argument("id")
+    cli_senders.add_batch_controls(batch)
+    cli_senders.add_optout_parser(commands, _Parser)
 
     ban = commands.add_parser("ban", help="addresses banned after failed FTP logins").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -221,7 +225,7 @@ def _require_root(args: argparse.Namespace) -> None:
 
 
 def _settings(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
-    return load_settings(args.root, overrides)
+    return load_settings(args.root, {**overrides, "ledger": {"url": getattr(args, "ledger", None)}})
 
 
 # --- init -----------------------------------------------------------------
@@ -239,7 +243,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         trial = {"ftp": {"tls_cert": _TRIAL_CERT, "tls_key": _TRIAL_KEY}} if tls_note else {}
         toml = default_toml(trial)
         settings.settings_file.write_text(toml, encoding="utf-8")
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     print(f"data root ready: {settings.root}")
     if tls_note:
         print(tls_note)
@@ -378,7 +382,7 @@ def cmd_product(args: argparse.Namespace) -> int:
     from .ledger import Ledger
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     storage = LocalStorage(settings.root)
     try:
         if args.action == "add":
@@ -474,7 +478,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .report.files import Counts, iso, summary_document
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.action == "list":
             batches = ledger.list_batches(args.product, args.limit)
@@ -492,8 +496,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if args.action == "show":
             print(json.dumps(summary_document(batch, Counts.tally(ledger.status_counts(batch.seq))), indent=2))
         elif args.action == "cancel":
-            cancelled = ledger.cancel_pending(batch.seq)
+            cancelled = ledger.cancel_batch(batch.seq, "cli")
             print(f"batch {batch.id}: {cancelled} message(s) not yet sent are cancelled (status 006)")
+        else:
+            print(cli_senders.control_batch(ledger, batch, args.action))
     finally:
         ledger.close()
     return 0
@@ -507,7 +513,7 @@ def cmd_ban(args: argparse.Namespace) -> int:
     from .report.files import iso
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.action == "list":
             bans = ledger.active_bans(time.time())
@@ -540,7 +546,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {args.plot} must end in .png or .svg")
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.product and ledger.get_product(args.product) is None:
             raise NotFound(f"no product named {args.product!r}; see '{args.prog} product list'")
@@ -583,6 +589,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "process": cmd_process,
     "batch": cmd_batch,
     "ban": cmd_ban,
+    "optout": lambda args: cli_senders.cmd_optout(args, _settings(args)),
     "report": cmd_report,
     "status": cmd_status,
 }

@@ -24,6 +24,7 @@ BATCH_LOGGER = "ftpbatch.batch"
 
 #: Lifecycle event names, in the order a batch goes through them (rejected instead of dispatching).
 RECEIVED, PROCESSING, REJECTED, DISPATCHING, COMPLETE = ("received", "processing", "rejected", "dispatching", "complete")
+CHECKED, PAUSED, RESUMED, CANCELLED = ("checked", "paused", "resumed", "cancelled")
 
 _batch_log = logging.getLogger(BATCH_LOGGER)
 

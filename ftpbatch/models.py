@@ -26,6 +26,10 @@ RECEIVED, PROCESSING, DISPATCHING, COMPLETE, REJECTED = (
     "complete",
     "rejected",
 )
+#: A file uploaded to /check: taken in and checked, never sent (final, like complete).
+CHECKED = "checked"
+#: What a summary says of a dispatching batch whose sending is paused (/control, ``batch pause``).
+PAUSED = "paused"
 
 
 def check_product_name(name: str) -> str:
@@ -133,6 +137,10 @@ class Batch:
     #: a dispatching batch may still be reading its later rows).
     rows: int = 0
     completed_at: float | None = None
+    #: a dry run (/check): its rows are checked and reported, never stored as messages nor sent
+    dry_run: bool = False
+    #: leasing of its messages is paused (/control, ``batch pause``); in-flight ones finish
+    paused: bool = False
 
     @property
     def intake_done(self) -> bool:

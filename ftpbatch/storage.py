@@ -6,7 +6,11 @@ shared or object store can replace it later (DESIGN.md §12.5)::
     <root>/homes/<product>/inbox/     uploads and local drops
     <root>/homes/<product>/reports/   report files (written atomically)
     <root>/homes/<product>/archive/   processed originals
+    <root>/homes/<product>/check/     dry runs: checked and reported, never sent
+    <root>/homes/<product>/optout/    numbers to add to (or, NAME.remove, take off) the opt-out list
+    <root>/homes/<product>/control/   <batch id>.pause | .resume | .cancel
     <root>/spool/<product>/<batch id>--<name>   claimed, not visible by FTP
+    <root>/spool/<product>/check/<batch id>--<name>   a claimed dry run
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ from .ids import new_batch_id
 
 log = logging.getLogger(__name__)
 
-HOME_FOLDERS = ("inbox", "reports", "archive")
+HOME_FOLDERS = ("inbox", "reports", "archive", "check", "optout", "control")
+#: the folders a sender uploads into; each is handled by intake in its own way
+UPLOAD_FOLDERS = ("inbox", "check", "optout", "control")
+#: the spool's sub-folder for dry runs (a crash between claim and record must not make one a batch that sends)
+_CHECK_SPOOL = "check"
 _ID_LENGTH = 26
 _SEPARATOR = "--"
 
@@ -67,28 +75,40 @@ class LocalStorage:
             (self.homes / product / folder).mkdir(parents=True, exist_ok=True)
         return self.home(product)
 
+    def folder(self, product: str, name: str) -> Path:
+        return self.homes / product / name
+
     def inbox_owner(self, path: Path) -> str | None:
         """The product whose inbox directly holds ``path``, else None."""
+        owner = self.upload_owner(path)
+        return owner[0] if owner is not None and owner[1] == "inbox" else None
+
+    def upload_owner(self, path: Path) -> tuple[str, str] | None:
+        """(product, folder) when ``path`` sits directly in one of a product's upload folders, else None."""
         try:
             relative = path.relative_to(self.homes)
         except ValueError:
             return None
         parts = relative.parts
-        if len(parts) == 3 and parts[1] == "inbox":
-            return parts[0]
+        if len(parts) == 3 and parts[1] in UPLOAD_FOLDERS:
+            return parts[0], parts[1]
         return None
 
     def pending_files(self) -> Iterator[Path]:
-        """Every candidate file in every inbox (for rescans)."""
-        for inbox in self.homes.glob("*/inbox"):
-            with os.scandir(inbox) as entries:
-                for entry in entries:
-                    if entry.is_file(follow_symlinks=False) and not is_temporary_name(entry.name):
-                        yield Path(entry.path)
+        """Every candidate file in every upload folder (for rescans)."""
+        for name in UPLOAD_FOLDERS:
+            for folder in self.homes.glob(f"*/{name}"):
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_file(follow_symlinks=False) and not is_temporary_name(entry.name):
+                            yield Path(entry.path)
 
     # --- spool ---------------------------------------------------------
-    def claim(self, path: Path, product: str) -> tuple[str, Path] | None:
-        """Atomically move ``path`` into the spool; None if someone else got it first."""
+    def claim(self, path: Path, product: str, dry_run: bool = False) -> tuple[str, Path] | None:
+        """Atomically move ``path`` into the spool; None if someone else got it first.
+
+        A dry run (from /check) goes to the spool's ``check/`` folder.
+        """
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -99,7 +119,7 @@ class LocalStorage:
             log.warning("not claiming %s: only regular files are processed, not links, pipes or devices", path)
             return None
         batch_id = new_batch_id()
-        folder = self.spool / product
+        folder = self.spool / product / _CHECK_SPOOL if dry_run else self.spool / product
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{batch_id}{_SEPARATOR}{path.name}"
         try:
@@ -119,13 +139,16 @@ class LocalStorage:
         os.replace(hidden, target)  # only whole copies ever appear under a spool name
         return batch_id, target
 
-    def spooled_files(self) -> Iterator[tuple[str, str, str, Path]]:
-        """(batch id, product, original name, path) of every file in the spool."""
+    def spooled_files(self) -> Iterator[tuple[str, str, str, Path, bool]]:
+        """(batch id, product, original name, path, dry run) of every file in the spool."""
         for folder in sorted(p for p in self.spool.iterdir() if p.is_dir()):
-            for path in sorted(folder.iterdir()):
-                name = path.name
-                if len(name) > _ID_LENGTH + len(_SEPARATOR) and name[_ID_LENGTH:].startswith(_SEPARATOR):
-                    yield name[:_ID_LENGTH], folder.name, name[_ID_LENGTH + len(_SEPARATOR):], path
+            for dry_run, where in ((False, folder), (True, folder / _CHECK_SPOOL)):
+                if not where.is_dir():
+                    continue
+                for path in sorted(where.iterdir()):
+                    name = path.name
+                    if len(name) > _ID_LENGTH + len(_SEPARATOR) and name[_ID_LENGTH:].startswith(_SEPARATOR):
+                        yield name[:_ID_LENGTH], folder.name, name[_ID_LENGTH + len(_SEPARATOR):], path, dry_run
 
     def archive(self, spooled: Path, product: str, name: str, batch_id: str) -> Path:
         """Move a processed original to the product's ``archive/``, never overwriting."""

@@ -499,3 +499,64 @@ class LedgerContract:
         assert ledger.inbound.unmatched_receipts() == {"parked": 0, "never_matched": 1}
         assert statuses(ledger, seq) == {"002": 1}
         assert message.attempt == 1
+
+    # --- opt-outs, controls, dry runs (issue 16) -------------------------------
+    def test_optouts_are_kept_per_product_with_their_first_source(self, ledger: LedgerProtocol, open_ledger: OpenLedger) -> None:
+        ledger.add_product(Product("beta", "x"))
+        version = ledger.optouts_version("acme")
+        assert ledger.add_optouts("acme", ["447700900001", "447700900002"], "ftp", now=100.0) == 2
+        assert ledger.add_optouts("acme", ["447700900002", "447700900003"], "stop-reply", now=200.0) == 1
+        assert ledger.add_optouts("beta", ["447700900009"], "cli") == 1
+        assert ledger.list_optouts("acme") == [
+            ("447700900001", 100.0, "ftp"), ("447700900002", 100.0, "ftp"), ("447700900003", 200.0, "stop-reply")]
+        assert sorted(open_ledger().optout_numbers("acme")) == ["447700900001", "447700900002", "447700900003"]
+        assert ledger.optouts_version("acme") > version
+        changed = ledger.optouts_version("acme")
+        assert ledger.remove_optouts("acme", ["447700900001", "447700900999"]) == 1
+        assert ledger.optouts_version("acme") > changed
+        assert ledger.optout_numbers("beta") == ["447700900009"]
+        with pytest.raises(NotFound):
+            ledger.add_optouts("nobody", ["447700900001"], "cli")
+        with pytest.raises(ValueError):
+            ledger.add_optouts("acme", ["447700900001"], "guess")
+
+    def test_a_paused_batch_is_not_leased_until_resumed(self, ledger: LedgerProtocol, open_ledger: OpenLedger) -> None:
+        paused, other = new_batch(ledger, 3, "a.csv"), new_batch(ledger, 2, "b.csv")
+        (first,) = ledger.lease("node", "acme", 1, time.time(), 60)
+        assert ledger.pause_batch(paused, "ftp") and not ledger.pause_batch(paused, "ftp")
+        assert ledger.get_batch_by_seq(paused).paused
+        # rows and blocks alike: a retry of the paused batch waits too
+        ledger.record_results("sim", [SubmitResult(first.message_id, first.attempt, retry=True)])
+        assert {m.reference for m in ledger.lease("node", "acme", 10, time.time(), 60)} == {"c1", "c2"}  # b.csv only
+        assert ledger.lease("node", "acme", 10, time.time(), 60) == []
+        assert open_ledger().resume_batch(paused, "cli") and not ledger.resume_batch(paused, "cli")
+        assert not ledger.get_batch_by_seq(paused).paused
+        assert sorted(m.reference for m in ledger.lease("node", "acme", 10, time.time(), 60)) == ["c1", "c2", "c3"]
+        assert [(verb, source) for verb, source, _ in ledger.batch_controls(paused)] == [("pause", "ftp"), ("resume", "cli")]
+        assert ledger.batch_controls(other) == []
+
+    def test_cancel_of_a_paused_batch_leaves_the_rest_cancelled(self, ledger: LedgerProtocol) -> None:
+        seq = new_batch(ledger, 4)
+        submit_all(ledger, ledger.lease("node", "acme", 1, time.time(), 60))
+        ledger.pause_batch(seq, "ftp")
+        assert ledger.cancel_batch(seq, "ftp") == 3
+        assert statuses(ledger, seq) == {codes.SUBMITTED: 1, codes.CANCELLED: 3}
+        assert not ledger.get_batch_by_seq(seq).paused
+        assert [verb for verb, _, _ in ledger.batch_controls(seq)] == ["pause", "cancel"]
+        ledger.complete_batch(seq)
+        assert not ledger.pause_batch(seq, "ftp")  # a finished batch cannot be paused
+
+    def test_a_dry_run_is_checked_and_no_earlier_batch_for_duplicates(self, ledger: LedgerProtocol) -> None:
+        check = ledger.record_claim("01DRYRUN000000000000000000", "acme", "a.csv", "/spool/a", "ftp", time.time(), dry_run=True)
+        assert check.dry_run and not check.paused
+        ledger.set_file_facts(check.seq, "same-sha", 10)
+        assert not ledger.finish_check(check.seq, 5)  # not processing yet
+        assert ledger.start_processing(check.seq)
+        assert ledger.finish_check(check.seq, 5)
+        done = ledger.get_batch_by_seq(check.seq)
+        assert (done.state, done.rows, done.dry_run) == ("checked", 5, True) and done.completed_at is not None
+        assert ledger.report_is_current(check.seq)  # intake wrote its reports
+        later = claim(ledger, "b.csv")
+        assert ledger.find_duplicate("acme", "same-sha", 0.0, later) is None
+        assert not ledger.finish_check(later, 1)  # only dry runs are checked
+        assert ledger.usage("product") == []

@@ -47,7 +47,7 @@ def test_init_demo_creates_layout_settings_and_a_product(fresh_root, capsys):
         assert verify_password(ledger.get_product("demo").password_hash, password)
     finally:
         ledger.close()
-    for folder in ("inbox", "reports", "archive"):
+    for folder in ("inbox", "reports", "archive", "check", "optout", "control"):
         assert (root / "homes/demo" / folder).is_dir()
 
 

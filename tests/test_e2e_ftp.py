@@ -185,7 +185,7 @@ def test_a_product_cannot_reach_another_products_files(site):
     secret = server.root / "homes/other/reports/secret.csv"
     secret.write_text("private")
     with server.ftp(accounts["acme"]) as client:
-        assert sorted(client.nlst("/")) == ["archive", "inbox", "reports"]
+        assert sorted(client.nlst("/")) == ["archive", "check", "control", "inbox", "optout", "reports"]
         for path in ("../other/reports/secret.csv", "/../other/reports/secret.csv", "../../homes/other/reports/secret.csv"):
             with pytest.raises(ftplib.error_perm):
                 download(client, path)

@@ -60,7 +60,7 @@ def test_dot_dot_and_absolute_paths_stay_in_the_home(site):
             _refused(client, f"SIZE {path}")
         client.cwd("/../../..")
         assert client.pwd() == "/"
-        assert sorted(client.nlst("../..")) == ["archive", "inbox", "reports"]
+        assert sorted(client.nlst("../..")) == ["archive", "check", "control", "inbox", "optout", "reports"]
 
 
 def test_symlinks_made_by_an_operator_lead_nowhere(site):
@@ -123,7 +123,7 @@ def test_writes_outside_the_inbox_are_refused(site):
                         "DELE /archive/pipe.csv", "SITE CHMOD 777 /inbox", "MFMT 20200101000000 /reports/mine.report.csv"):
             _refused(client, command)
         _refused(client, "RNFR /inbox")  # the folders themselves are never renamed
-        assert sorted(client.nlst("/")) == ["archive", "inbox", "reports"]
+        assert sorted(client.nlst("/")) == ["archive", "check", "control", "inbox", "optout", "reports"]
     assert (server.root / "homes/acme/inbox").is_dir()
 
 

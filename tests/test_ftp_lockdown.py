@@ -101,7 +101,7 @@ def test_port_and_eprt_to_another_address_or_a_privileged_port_are_refused(site)
             client.sendcmd("PORT 127,0,0,1,0,25")
         # active mode to the client's own address and an ordinary port still works
         client.set_pasv(False)
-        assert sorted(client.nlst("/")) == ["archive", "inbox", "reports"]
+        assert sorted(client.nlst("/")) == ["archive", "check", "control", "inbox", "optout", "reports"]
 
 
 def _pasv_listing(server: ServerProcess, client: ftplib.FTP, intruder_ip: str, refusal: str) -> list[bytes]:
@@ -126,11 +126,11 @@ def test_passive_data_connection_from_another_address_is_refused(site):
     with server.ftp(accounts["acme"]) as client:
         assert _pasv_port(client.sendcmd("PASV")) in ports  # from the configured range
         listing = _pasv_listing(server, client, "127.0.0.2", r"^425 Rejected data connection from foreign address 127\.0\.0\.2")
-        assert listing == [b"archive", b"inbox", b"reports"]
+        assert listing == [b"archive", b"check", b"control", b"inbox", b"optout", b"reports"]
     # a product locked to one address: the data connection is checked against its list too
     with server.ftp(accounts["locked"]) as client:
         listing = _pasv_listing(server, client, "127.0.0.2", r"^425 Data connection from 127\.0\.0\.2 refused \(code 007\)")
-        assert listing == [b"archive", b"inbox", b"reports"]
+        assert listing == [b"archive", b"check", b"control", b"inbox", b"optout", b"reports"]
 
 
 def test_passive_mode_never_leaves_the_configured_range(site):

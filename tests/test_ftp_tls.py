@@ -100,7 +100,7 @@ def test_plain_login_to_a_product_requiring_tls_gets_a_clear_530(tls_site):
     client.close()
     # products without require_tls may still use plain FTP
     with server.ftp(plain) as client:
-        assert sorted(client.nlst("/")) == ["archive", "inbox", "reports"]
+        assert sorted(client.nlst("/")) == ["archive", "check", "control", "inbox", "optout", "reports"]
 
 
 def test_data_channel_must_be_protected_once_the_control_channel_is(tls_site):

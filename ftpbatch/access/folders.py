@@ -16,7 +16,17 @@ FOLDER_PERMS = {
     "inbox": "elradfw",
     "reports": "elrd",
     "archive": "elr",
+    # dry runs, opt-out lists and batch controls: uploads, like /inbox (DESIGN.md §3, README)
+    "check": "elradfw",
+    "optout": "elradfw",
+    "control": "elradfw",
 }
+#: where a session may upload (and rename inside): each folder is handled by intake in its own way
+UPLOAD_FOLDERS = ("inbox", "check", "optout", "control")
+#: what a refused upload elsewhere is told (FTP adds its reply code)
+UPLOADS_ONLY_THERE = (
+    "Uploads are only accepted in /inbox, /check, /optout and /control: upload there, e.g. 'put batch.csv /inbox/batch.csv'."
+)
 
 
 def perms_at(home: str | os.PathLike[str], path: str | os.PathLike[str]) -> str:
@@ -37,3 +47,12 @@ def perms_at(home: str | os.PathLike[str], path: str | os.PathLike[str]) -> str:
 def directly_in(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
     """True when ``path`` names an entry directly inside ``folder`` (links resolved)."""
     return os.path.dirname(os.path.realpath(path)) == os.path.realpath(folder)
+
+
+def upload_folder(home: str | os.PathLike[str], path: str | os.PathLike[str]) -> str | None:
+    """The upload folder (``inbox``, ``check``, ...) directly holding ``path``, else None."""
+    parent = os.path.dirname(os.path.realpath(path))
+    for name in UPLOAD_FOLDERS:
+        if parent == os.path.realpath(os.path.join(home, name)):
+            return name
+    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .. import codes
-from ..access.folders import directly_in, perms_at
+from ..access.folders import perms_at, upload_folder
 from ..access.login import Login, LoginDecision
 from ..errors import LoginRefused
 from ..ledger import Ledger
@@ -20,7 +20,7 @@ from ..models import Product
 from ..security.bans import BanBook
 from ..storage import LocalStorage
 
-WELCOME = "Welcome, {name}. Upload batches to /inbox; reports appear in /reports."
+WELCOME = "Welcome, {name}. Upload batches to /inbox (dry runs to /check); reports appear in /reports."
 
 __all__ = ["Login", "ProductAuthorizer", "TlsRequired"]
 
@@ -89,8 +89,9 @@ class ProductAuthorizer:
     def perms_at(self, username: str, path: str) -> str:
         return perms_at(self.storage.home(username), path)
 
-    def in_inbox(self, username: str, path: str) -> bool:
-        return directly_in(self.storage.inbox(username), path)
+    def in_upload_folder(self, username: str, path: str) -> bool:
+        """``path`` sits directly in /inbox, /check, /optout or /control of the product."""
+        return upload_folder(self.storage.home(username), path) is not None
 
     def impersonate_user(self, username: str, password: str) -> None:
         pass

@@ -32,6 +32,7 @@ from ..security.guard import Guard
 from ..security.storage_guard import UploadBudget
 from ..storage import UPLOAD_TEMP_PREFIX, is_temporary_name
 from ..access import names
+from ..access.folders import UPLOADS_ONLY_THERE
 from .authorizer import Login, ProductAuthorizer
 from .waker import LoopWaker
 
@@ -191,8 +192,8 @@ class GatewayFTPHandler(FTPHandler):
                 return
         if self.authenticated and cmd in _UPLOAD_COMMANDS:
             target = self.fs.ftp2fs(arg or self.fs.cwd)
-            if cmd == "STOU" or not self.context.authorizer.in_inbox(self.username, target):
-                self.respond("550 Uploads are only accepted in /inbox: upload there, e.g. 'put batch.csv /inbox/batch.csv'.")
+            if cmd == "STOU" or not self.context.authorizer.in_upload_folder(self.username, target):
+                self.respond(f"550 {UPLOADS_ONLY_THERE}")
                 return
         super().pre_process_command(line, cmd, arg)
 
@@ -304,7 +305,7 @@ class GatewayFTPHandler(FTPHandler):
 
     def ftp_RNTO(self, path: str) -> tuple[str, str] | None:
         renamed = super().ftp_RNTO(path)
-        if renamed and not is_temporary_name(os.path.basename(path)) and self.context.authorizer.in_inbox(self.username, path):
+        if renamed and not is_temporary_name(os.path.basename(path)) and self.context.authorizer.in_upload_folder(self.username, path):
             self.context.on_upload(Path(path), self.username)
         return renamed
 

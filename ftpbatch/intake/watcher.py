@@ -1,4 +1,8 @@
-"""Intake: notice complete files in every inbox and claim them into the spool.
+"""Intake: notice complete files in every upload folder and claim them into the spool.
+
+A product's upload folders are /inbox (batches), /check (dry runs: batches
+that are checked and reported, never sent), /optout and /control (applied
+at once by :class:`~ftpbatch.intake.sender_folders.SenderFolders`).
 
 Three ways in, one claim (DESIGN.md §3, §12.4):
 
@@ -38,14 +42,17 @@ from watchdog.observers import Observer
 
 from ..config import IntakeSettings
 from ..ledger.protocol import IntakeLedger
-from ..models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
+from ..models import CHECKED, COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
 from ..storage import LocalStorage, is_temporary_name
+from .sender_folders import SenderFolders
 
 log = logging.getLogger(__name__)
 
 # Files found by a rescan (no close event seen) must be quiet this long.
 _UNVOUCHED_QUIET_SECONDS = 5.0
 _TICK_SECONDS = 0.05
+# How often every /reports/optout.csv is compared with the ledger's list (changed by the CLI or a STOP reply).
+_OPTOUT_REFRESH_SECONDS = 1.0
 
 
 @dataclass
@@ -74,6 +81,7 @@ class Intake:
         self._observer: Observer | None = None  # type: ignore[valid-type]  # watchdog picks its Observer class at import
         self._thread: threading.Thread | None = None
         self.claimed = 0
+        self.folders = SenderFolders(storage, ledger)
 
     # --- lifecycle -----------------------------------------------------
     def start(self) -> None:
@@ -119,7 +127,7 @@ class Intake:
 
     def seen(self, path: Path, closed: bool) -> None:
         """A watchdog event touched ``path``."""
-        if is_temporary_name(path.name) or self.storage.inbox_owner(path) is None:
+        if is_temporary_name(path.name) or self.storage.upload_owner(path) is None:
             return
         quiet = self.settings.settle_seconds if closed else _UNVOUCHED_QUIET_SECONDS
         with self._lock:
@@ -138,14 +146,24 @@ class Intake:
 
     # --- claiming ------------------------------------------------------
     def claim(self, path: Path, product: str, source: str) -> Batch | None:
-        if self.ledger.get_product(product) is None:
+        owner = self.ledger.get_product(product)
+        if owner is None:
             log.warning("ignoring %s: no product named %r owns that inbox", path, product)
             return None
-        claimed = self.storage.claim(path, product)
+        where = self.storage.upload_owner(path)
+        folder = where[1] if where is not None else "inbox"
+        if folder == "optout":
+            self.folders.optout_file(path, owner, "ftp")
+            return None
+        if folder == "control":
+            self.folders.control_file(path, owner, "ftp")
+            return None
+        dry_run = folder == "check"
+        claimed = self.storage.claim(path, product, dry_run=dry_run)
         if claimed is None:
             return None  # somebody else claimed it, or it was deleted
         batch_id, spooled = claimed
-        batch = self.ledger.record_claim(batch_id, product, path.name, str(spooled), source, time.time())
+        batch = self.ledger.record_claim(batch_id, product, path.name, str(spooled), source, time.time(), dry_run=dry_run)
         self.claimed += 1
         log.debug("batch %s claimed: product=%s file=%r source=%s", batch_id, product, path.name, source)
         self.submit(batch)
@@ -153,22 +171,27 @@ class Intake:
 
     def resume_spool(self) -> None:
         """Record and resume whatever a previous run left in the spool."""
-        for batch_id, product, name, path in self.storage.spooled_files():
+        for batch_id, product, name, path, dry_run in self.storage.spooled_files():
             batch = self.ledger.get_batch(batch_id)
             if batch is None:
-                batch = self.ledger.record_claim(batch_id, product, name, str(path), "spool", os.path.getmtime(path))
+                batch = self.ledger.record_claim(batch_id, product, name, str(path), "spool", os.path.getmtime(path),
+                                                 dry_run=dry_run)
                 log.warning("batch %s: claim found in the spool without a ledger record; recorded now", batch_id)
             if batch.state in (RECEIVED, PROCESSING) or (batch.state == DISPATCHING and not batch.intake_done):
                 log.info("batch %s: resuming (%s)", batch_id, batch.state)
                 self.submit(batch)
-            elif batch.state in (DISPATCHING, COMPLETE, REJECTED):
+            elif batch.state in (DISPATCHING, COMPLETE, REJECTED, CHECKED):
                 # processed, but the crash came before the original was archived
                 self.storage.archive(path, product, name, batch_id)
 
     def _run(self) -> None:
         self.rescan()
         next_rescan = time.monotonic() + self.settings.rescan_seconds
+        next_optouts = 0.0
         while not self._stopping.is_set():
+            if time.monotonic() >= next_optouts:
+                next_optouts = time.monotonic() + _OPTOUT_REFRESH_SECONDS
+                self._safely(self.folders.refresh_optout_files)
             try:
                 uploaded, uploader, source = self._uploads.get(timeout=_TICK_SECONDS)
                 self._safely(self.claim, uploaded, uploader, source)
@@ -179,9 +202,9 @@ class Intake:
                 next_rescan = time.monotonic() + self.settings.rescan_seconds
                 self._safely(self.rescan)
             for path in self._settled():
-                owner = self.storage.inbox_owner(path)
+                owner = self.storage.upload_owner(path)
                 if owner is not None:
-                    self._safely(self.claim, path, owner, "drop")
+                    self._safely(self.claim, path, owner[0], "drop")
 
     def _settled(self) -> list[Path]:
         ready = []

@@ -14,6 +14,8 @@ transaction):
     stats      usage and operator totals              (usage.py)
     bans       FTP address bans                       (bans.py)
     inbound    MO messages, receipt queries, parked receipts (inbound.py)
+    optouts    each product's opt-out list (122)      (optouts.py)
+    controls   pause, resume, cancel of a batch       (controls.py)
 
 The stores' public methods are also the ledger's own (the same bound
 methods, no wrapper code): that flat surface is :class:`LedgerProtocol`
@@ -32,29 +34,34 @@ from .answers import AnswerStore
 from .bans import BanStore
 from .batches import BatchStore
 from .blockqueue import BlockQueue
-from .db import Database
+from .controls import ControlStore
+from .db import Database, open_database
 from .inbound import InboundStore
 from .leases import LeaseStore
 from .messages import MessageStore
 from .migrations import migrate
+from .optouts import OptOutStore
 from .outbox import OutboxStore
 from .products import ProductStore
 from .protocol import LedgerProtocol
-from .records import AddressBan
+from .records import AddressBan, OptOut
 from .reports import ReportStore
 from .ssh_keys import SshAccess, SshKeyStore
 from .sql import bump_counter, read_counter
 from .usage import UsageStore
 
-__all__ = ["AddressBan", "Ledger", "LedgerProtocol", "SshAccess"]
+__all__ = ["AddressBan", "Ledger", "LedgerProtocol", "OptOut", "SshAccess"]
 
 
 class Ledger:
-    """The SQLite ledger at ``path`` (created and migrated on open)."""
+    """The ledger at ``location`` (created and migrated on open).
 
-    def __init__(self, path: Path, receipt_timeout: float = 48 * 3600.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Database(path)
+    ``location``: a SQLite file's path, or a ``postgresql://user:pw@host:port/db``
+    URL (ledger/db.py, ledger/pg.py); the stores are the same for both.
+    """
+
+    def __init__(self, location: Path | str, receipt_timeout: float = 48 * 3600.0) -> None:
+        self.db: Database = open_database(location)
         migrate(self.db)
         #: message blocks as queues, with this process's cache of decoded blocks
         self.blocks = BlockQueue()
@@ -68,6 +75,8 @@ class Ledger:
         self.stats = UsageStore(self.db)
         self.bans = BanStore(self.db)
         self.inbound = InboundStore(self.db)
+        self.optouts = OptOutStore(self.db)
+        self.controls = ControlStore(self.db, self.messages)
         #: SSH keys and the keys-only flag of each product (SFTP)
         self.ssh_keys = SshKeyStore(self.db)
         # products
@@ -90,6 +99,7 @@ class Ledger:
         self.set_callback_level = self.batches.set_callback_level
         self.set_spool_path = self.batches.set_spool_path
         self.complete_batch = self.batches.complete_batch
+        self.finish_check = self.batches.finish_check
         self.unreported_batches = self.batches.unreported_batches
         self.report_is_current = self.batches.report_is_current
         self.mark_reported = self.batches.mark_reported
@@ -97,6 +107,17 @@ class Ledger:
         self.insert_messages = self.messages.insert_messages
         self.max_row = self.messages.max_row
         self.cancel_pending = self.messages.cancel_pending
+        # opt-outs
+        self.add_optouts = self.optouts.add_optouts
+        self.remove_optouts = self.optouts.remove_optouts
+        self.list_optouts = self.optouts.list_optouts
+        self.optout_numbers = self.optouts.optout_numbers
+        self.optouts_version = self.optouts.optouts_version
+        # controls
+        self.pause_batch = self.controls.pause_batch
+        self.resume_batch = self.controls.resume_batch
+        self.cancel_batch = self.controls.cancel_batch
+        self.batch_controls = self.controls.batch_controls
         # leases
         self.lease = self.leases.lease
         self.expire_leases_of = self.leases.expire_leases_of

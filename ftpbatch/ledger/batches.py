@@ -6,26 +6,27 @@ repeated or late call (a second worker, a resumed crash) changes nothing.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Iterable, Sequence
 
 from .. import codes, logs
 from ..errors import LedgerError
-from ..models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
+from ..models import CHECKED, COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
 from .blockqueue import BlockQueue
-from .db import Database
+from .db import Connection, Database, Row
 from .outbox import queue_callbacks_for_batch
 from .sql import in_lists
 
 _BATCH_COLUMNS = (
     "seq, id, product, file_name, spool_path, source, state, received_at, updated_at, sha256, "
-    "size_bytes, error_code, error_text, duplicate_of, callback_level, rows, completed_at"
+    "size_bytes, error_code, error_text, duplicate_of, callback_level, rows, completed_at, dry_run, paused"
 )
 
 
-def _batch(row: sqlite3.Row) -> Batch:
-    return Batch(**{k: row[k] for k in row.keys()})
+def _batch(row: Row) -> Batch:
+    fields = {k: row[k] for k in row.keys()}
+    fields["dry_run"], fields["paused"] = bool(fields["dry_run"]), bool(fields["paused"])
+    return Batch(**fields)
 
 
 class BatchStore:
@@ -36,17 +37,21 @@ class BatchStore:
 
     # --- intake ---------------------------------------------------------
     def record_claim(
-        self, batch_id: str, product: str, file_name: str, spool_path: str, source: str, received_at: float
+        self, batch_id: str, product: str, file_name: str, spool_path: str, source: str, received_at: float,
+        dry_run: bool = False,
     ) -> Batch:
-        """Record a file just claimed into the spool. Idempotent on ``batch_id``."""
+        """Record a file just claimed into the spool. Idempotent on ``batch_id``.
+
+        ``dry_run``: a file uploaded to /check, checked and reported but never sent.
+        """
         with self.db.transaction() as tx:
             cur = tx.execute(
-                "INSERT INTO batches (id, product, file_name, spool_path, source, state, received_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (batch_id, product, file_name, spool_path, source, RECEIVED, received_at, received_at),
+                "INSERT INTO batches (id, product, file_name, spool_path, source, state, received_at, updated_at, dry_run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (batch_id, product, file_name, spool_path, source, RECEIVED, received_at, received_at, int(dry_run)),
             )
         if cur.rowcount == 1:
-            logs.batch_event(logs.RECEIVED, batch_id, product, file=file_name, source=source)
+            logs.batch_event(logs.RECEIVED, batch_id, product, file=file_name, source=source, **({"dry_run": True} if dry_run else {}))
         batch = self.get_batch(batch_id)
         assert batch is not None
         return batch
@@ -117,12 +122,12 @@ class BatchStore:
             tx.execute("UPDATE batches SET sha256 = ?, size_bytes = ? WHERE seq = ?", (sha256, size_bytes, seq))
 
     def find_duplicate(self, product: str, sha256: str, since: float, seq: int) -> str | None:
-        """An earlier, not rejected batch of the same bytes received after ``since``."""
+        """An earlier, not rejected batch of the same bytes received after ``since`` (dry runs do not count)."""
         row = (
             self.db.connection()
             .execute(
                 "SELECT id FROM batches WHERE product = ? AND sha256 = ? AND seq < ? AND received_at >= ? "
-                "AND state <> ? ORDER BY seq DESC LIMIT 1",
+                "AND state <> ? AND dry_run = 0 ORDER BY seq DESC LIMIT 1",
                 (product, sha256, seq, since, REJECTED),
             )
             .fetchone()
@@ -160,6 +165,23 @@ class BatchStore:
             changed = cur.fetchall()  # all of it: a RETURNING statement left open would block the commit
         if changed and before is not None and before[0] == PROCESSING:  # else start_dispatching logged it
             logs.batch_event(logs.DISPATCHING, changed[0][0], changed[0][1], rows=rows)
+
+    def finish_check(self, seq: int, rows: int) -> bool:
+        """A dry run is checked whole: processing -> checked (final), its reports written by intake itself.
+
+        The batch counts as reported (its files came from the checked rows,
+        not from messages in the ledger), so the reporter leaves them alone.
+        """
+        now = time.time()
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE batches SET state = ?, rows = ?, completed_at = ?, updated_at = ?, version = version + 1, "
+                "reported_version = version + 1 WHERE seq = ? AND state = ? AND dry_run = 1 RETURNING id, product",
+                (CHECKED, rows, now, now, seq, PROCESSING),
+            ).fetchall()
+        if changed:
+            logs.batch_event(logs.CHECKED, changed[0][0], changed[0][1], rows=rows)
+        return bool(changed)
 
     def set_callback_level(self, seq: int, callback_level: int | None) -> None:
         """The file's own ``callback:`` level; set it before the first messages are stored.
@@ -208,20 +230,20 @@ class BatchStore:
             )
 
 
-def touch_batches(tx: sqlite3.Connection, seqs: Iterable[int], now: float) -> None:
+def touch_batches(tx: Connection, seqs: Iterable[int], now: float) -> None:
     """Note that these batches changed, so their reports get rewritten."""
     tx.executemany(
         "UPDATE batches SET version = version + 1, updated_at = ? WHERE seq = ?", [(now, s) for s in set(seqs)]
     )
 
 
-def touch_batches_of_messages(tx: sqlite3.Connection, message_ids: Sequence[int], now: float) -> None:
+def touch_batches_of_messages(tx: Connection, message_ids: Sequence[int], now: float) -> None:
     """As :func:`touch_batches`, for the batches holding these messages (one statement per chunk)."""
     for marks, part in in_lists(message_ids):
         touch_batches_where(tx, f"id IN ({marks})", tuple(part), now)
 
 
-def touch_batches_where(tx: sqlite3.Connection, condition: str, params: tuple[object, ...], now: float) -> None:
+def touch_batches_where(tx: Connection, condition: str, params: tuple[object, ...], now: float) -> None:
     """Bump the batches holding the messages that match ``condition`` (one statement), so their reports get rewritten."""
     tx.execute(
         "UPDATE batches SET version = version + 1, updated_at = ? "

@@ -6,10 +6,12 @@ are accepted only for the attempt they were leased with (answers.py).
 
 from __future__ import annotations
 
-import sqlite3
 from ..models import OutboundMessage
 from .blockqueue import BlockQueue
-from .db import Database
+from .db import Connection, Database
+
+# The batches whose messages are not leased now (ledger/controls.py); few, and indexed (batches_paused).
+_PAUSED = "SELECT seq FROM batches WHERE paused = 1"
 
 
 class LeaseStore:
@@ -24,7 +26,7 @@ class LeaseStore:
         scheduled messages now due), oldest first; then the product's
         blocks, oldest first. A message whose previous lease expired (its
         sender crashed or hung) may already have reached the SMSC: it is
-        flagged possible duplicate.
+        flagged possible duplicate. Messages of paused batches are skipped.
         """
         until = now + lease_seconds
         with self.db.transaction() as tx:
@@ -35,6 +37,7 @@ class LeaseStore:
                 # partial index messages_queue applies (bound, it scans and sorts the whole table).
                 "WHERE id IN (SELECT id FROM messages WHERE product = ? AND status IN ('002', '011') "
                 "AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                f"AND batch_seq NOT IN ({_PAUSED}) "
                 "ORDER BY not_before, id LIMIT ?) "
                 "RETURNING id, attempt, destination, sender, text, encoding, parts, validity_minutes, climsgid",
                 (owner, until, product, now, now, limit),
@@ -60,12 +63,12 @@ class LeaseStore:
         return leased
 
     def _lease_from_blocks(
-        self, tx: sqlite3.Connection, owner: str, product: str, limit: int, now: float, until: float
+        self, tx: Connection, owner: str, product: str, limit: int, now: float, until: float
     ) -> list[OutboundMessage]:
         leased: list[OutboundMessage] = []
         blocks = tx.execute(
             "SELECT id, batch_seq, product, taken, size FROM message_blocks "
-            "WHERE product = ? AND taken < size ORDER BY id LIMIT ?",
+            f"WHERE product = ? AND taken < size AND batch_seq NOT IN ({_PAUSED}) ORDER BY id LIMIT ?",
             (product, limit),
         ).fetchall()
         for block in blocks:

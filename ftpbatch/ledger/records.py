@@ -6,6 +6,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
+class OptOut(NamedTuple):
+    """A number a product must not send to: since when, and how it got on the list."""
+
+    number: str  # E.164 digits, no '+'
+    since: float
+    source: str  # ftp | cli | stop-reply
+
+
 class AddressBan(NamedTuple):
     address: str
     banned_until: float

@@ -18,7 +18,7 @@ import pandas as pd
 from .. import codes
 from ..ledger import Ledger
 from ..ledger.records import StatusTally
-from ..models import COMPLETE, DISPATCHING, Batch
+from ..models import COMPLETE, DISPATCHING, PAUSED, PROCESSING, Batch
 from ..storage import LocalStorage
 
 REPORT_COLUMNS = [
@@ -118,7 +118,7 @@ def summary_document(batch: Batch, counts: Counts) -> dict[str, Any]:
         "file": batch.file_name,
         "sha256": batch.sha256,
         "size": batch.size_bytes,
-        "state": batch.state,
+        "state": PAUSED if batch.paused and batch.state in (PROCESSING, DISPATCHING) else batch.state,
         "error_code": batch.error_code,
         "error_text": batch.error_text,
         "duplicate_of": batch.duplicate_of,
@@ -153,9 +153,13 @@ def _iso_column(seconds: pd.Series) -> pd.Series:
     return pd.Series(text, index=seconds.index)
 
 
-def _neutralise(values: pd.Series) -> pd.Series:
+def neutralise(values: pd.Series) -> pd.Series:
+    """A column of the sender's own text, safe to open in a spreadsheet (a leading ' before formula starts)."""
     values = values.fillna("").astype(str)
     return values.where(~values.str.contains(_FORMULA_START, regex=True), "'" + values)
+
+
+_neutralise = neutralise
 
 
 def report_frame(frame: pd.DataFrame) -> pd.DataFrame:

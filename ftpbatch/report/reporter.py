@@ -31,7 +31,7 @@ import time
 from .. import logs
 from ..ledger import Ledger
 from ..lifecycle import all_alive
-from ..models import COMPLETE, DISPATCHING, Batch
+from ..models import COMPLETE, DISPATCHING, REJECTED, Batch
 from ..storage import LocalStorage
 from .files import Counts, ReportWriter, next_state
 from .render_process import ReportProcess
@@ -69,7 +69,7 @@ class Reporter:
         self.writer = ReportWriter(ledger, storage)
         #: Batches of at least this many rows are written by the report process; None: never.
         self.offload_rows = offload_rows
-        self.process = ReportProcess(ledger.db.path, storage.root, self.writer)
+        self.process = ReportProcess(ledger.db.location, storage.root, self.writer)
         self.interval = interval
         #: Each product's reports/usage-YYYY-MM.csv, refreshed from this thread.
         self.usage = usage
@@ -128,6 +128,10 @@ class Reporter:
         now = time.monotonic()
         for seq, version in self.ledger.unreported_batches():
             batch = self.ledger.get_batch_by_seq(seq)
+            if batch.dry_run and batch.state != REJECTED:
+                # a dry run (/check) has no messages here: intake writes its files from the checked rows
+                self.ledger.mark_reported(seq, version)
+                continue
             counts = None
             if throttle and not self._due(self._last_written, seq, now):
                 # Not yet time to rewrite the report; but a batch that is complete is

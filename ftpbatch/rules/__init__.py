@@ -10,10 +10,10 @@ Public API::
 
 Modules: ``numbers`` (destinations, 105), ``segments`` and ``gsm``
 (encoding and parts, 113, 116), ``sender`` (123), ``schedule`` (120, 101),
-``duplicates`` (132), ``apply`` (the order of the checks, the output frame).
+``duplicates`` (132), opt-outs (122) and ``apply`` (the order of the checks, the output frame).
 """
 
-from .apply import OUTPUT_COLUMNS, BatchRules, ProductRules
+from .apply import OUTPUT_COLUMNS, BatchRules, ProductRules, optout_keys
 from .segments import count_parts, split_parts
 
-__all__ = ["OUTPUT_COLUMNS", "BatchRules", "ProductRules", "count_parts", "split_parts"]
+__all__ = ["OUTPUT_COLUMNS", "BatchRules", "ProductRules", "count_parts", "optout_keys", "split_parts"]

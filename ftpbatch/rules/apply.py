@@ -3,8 +3,9 @@
 Checks run over whole columns; each gives a mask of failing rows. The first
 failing check of a row decides its error, in this order (DESIGN.md §5, §6):
 
-    parser's code, 105 destination, 107 empty text, 116 unsendable text,
-    123 sender, 120 time, 101 validity, 113 parts, 132 duplicate
+    parser's code, 105 destination, 122 opted out, 107 empty text,
+    116 unsendable text, 123 sender, 120 time, 101 validity, 113 parts,
+    132 duplicate
 
 (101 for a bad ``validity`` is not in the brief's list; it sits with the
 other per-row parameters, after 120.) The duplicate check comes last and
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -121,11 +122,14 @@ class _Verdicts:
 class BatchRules:
     """Stateful across the chunks of one batch (duplicate detection spans chunks)."""
 
-    def __init__(self, rules: ProductRules, now: dt.datetime) -> None:
+    def __init__(self, rules: ProductRules, now: dt.datetime, opted_out: Iterable[str] = ()) -> None:
+        """``opted_out``: the product's opt-out list (E.164 digits), read once per batch."""
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError("now must be timezone-aware (e.g. datetime.now(timezone.utc))")
         self.rules = rules
         self.now = now
+        #: the opt-out list as sorted integers, as destinations are compared (np.isin per chunk)
+        self._opted_out = optout_keys(opted_out)
         self._dial_prefix = numbers.clean_dial_prefix(rules.dial_prefix)
         self._strict = numbers.StrictChecker() if rules.strict_numbers else None
         self._seen = DuplicateIndex()
@@ -154,6 +158,15 @@ class BatchRules:
             codes.E_DESTINATION,
             lambda hit: numbers.error_sentences(take_mask(raw_to, hit), dest.reason[hit]),
         )
+
+        # 122 opted out: one vectorised look-up of the chunk's numbers in the product's list
+        if len(self._opted_out):
+            opted = np.isin(dest.number, self._opted_out, assume_unique=False) & dest.valid
+            verdicts.reject(
+                opted,
+                codes.E_OPTED_OUT,
+                lambda hit: _constant(hit, "the destination opted out of messages from this sender: remove the row"),
+            )
 
         # 107 empty text
         # utf8_is_space is false for "", hence the length test.
@@ -256,6 +269,12 @@ class BatchRules:
             index=index,
         )
         return frame
+
+
+def optout_keys(digits: Iterable[str]) -> np.ndarray:
+    """E.164 digit strings -> the sorted uint64 keys ``dest.number`` is compared with (bad entries dropped)."""
+    keys = [int(n) for n in digits if n.isdigit() and 0 < len(n) <= numbers.MAX_DIGITS]
+    return np.unique(np.array(keys, dtype=np.uint64))
 
 
 def _parts_sentences(parts: np.ndarray, gsm: np.ndarray, max_parts: int) -> pa.ChunkedArray:

@@ -268,3 +268,14 @@ def normalise_destination(value: str, dial_prefix: str | None = None) -> str | N
     """One destination, normalised; None if it is not a valid number."""
     result = normalise_destinations(pd.Series([value], dtype="str"), dial_prefix).iloc[0]
     return None if pd.isna(result) else str(result)
+
+
+def normalise_list(raw: list[str], dial_prefix: str | None) -> list[str | None]:
+    """Numbers typed by people (an opt-out list, the command line) -> E.164 digits, None where invalid.
+
+    The same normalisation as a batch's ``to`` column, with the product's dial prefix.
+    """
+    if not raw:
+        return []
+    dest = normalise(pa.chunked_array([pa.array(raw, type=STRING)]), clean_dial_prefix(dial_prefix))
+    return [d if ok else None for d, ok in zip(dest.digits.to_pylist(), dest.valid.tolist())]

@@ -35,7 +35,7 @@ from asyncssh.constants import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TR
 from .. import codes
 from ..access import names
 from ..access.files import RefusedFile, safe_open, visible
-from ..access.folders import directly_in, perms_at
+from ..access.folders import UPLOADS_ONLY_THERE, perms_at, upload_folder
 from ..access.login import Login
 from ..security.guard import Guard
 from ..security.storage_guard import UploadBudget
@@ -43,7 +43,7 @@ from ..storage import UPLOAD_TEMP_PREFIX, is_temporary_name
 
 log = logging.getLogger(__name__)
 
-UPLOADS_ONLY_IN_INBOX = "Uploads are only accepted in /inbox: upload there, e.g. 'put batch.csv /inbox/batch.csv'."
+UPLOADS_ONLY_IN_INBOX = UPLOADS_ONLY_THERE
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,9 @@ def _closed_by_client() -> bool:
     return caller == "_process_close"
 
 
+_RENAMES_ONLY = "Files can only be renamed inside /inbox, /check, /optout or /control (within one of them)."
+
+
 class ProductSFTPServer(asyncssh.SFTPServer):
     def __init__(self, chan: asyncssh.SSHServerChannel, login: Login, context: SessionContext) -> None:
         super().__init__(chan, chroot=login.home.encode())
@@ -92,7 +95,6 @@ class ProductSFTPServer(asyncssh.SFTPServer):
         self.product = login.product
         self.context = context
         self.home = login.home
-        self.inbox = os.path.join(login.home, "inbox")
 
     # --- paths ---------------------------------------------------------
     def _local(self, path: bytes) -> str:
@@ -113,9 +115,9 @@ class ProductSFTPServer(asyncssh.SFTPServer):
         if letter in "wa":
             return UPLOADS_ONLY_IN_INBOX
         if letter == "f":
-            return "Files can only be renamed inside /inbox."
+            return _RENAMES_ONLY
         if letter == "d":
-            return "Files can only be deleted in /inbox and /reports."
+            return "Files can only be deleted in /inbox, /check, /optout, /control and /reports."
         return "Permission denied."
 
     def _new_name(self, local: str) -> None:
@@ -129,7 +131,7 @@ class ProductSFTPServer(asyncssh.SFTPServer):
             local = self._may("r", path)
             return (OpenFile(self._safe_open(local, os.O_RDONLY), local))
         local = self._may("w", path)
-        if not directly_in(self.inbox, local):
+        if upload_folder(self.home, local) is None:
             raise asyncssh.SFTPPermissionDenied(UPLOADS_ONLY_IN_INBOX)
         self._new_name(local)
         refusal = self.context.guard.disk.upload_refusal(self.product)
@@ -282,8 +284,9 @@ class ProductSFTPServer(asyncssh.SFTPServer):
         old, new = self._may("f", oldpath), self._may("f", newpath)
         if not visible(os.path.dirname(old), os.path.basename(old)) or not os.path.isfile(old):
             raise asyncssh.SFTPNoSuchFile("No such file")
-        if not (directly_in(self.inbox, old) and directly_in(self.inbox, new)):
-            raise asyncssh.SFTPPermissionDenied("Files can only be renamed inside /inbox.")
+        folder = upload_folder(self.home, old)
+        if folder is None or upload_folder(self.home, new) != folder:
+            raise asyncssh.SFTPPermissionDenied(_RENAMES_ONLY)
         self._new_name(new)
         os.replace(old, new)
         if not is_temporary_name(os.path.basename(new)):

@@ -45,3 +45,28 @@ def test_an_excel_number_without_its_leading_0_goes_to_the_national_number(tmp_p
     assert report[0]["note"] == NOTE
     assert report[1]["note"].startswith("read as a national number of +44: '7911123456'")
     assert report[2]["note"] == ""
+
+
+def test_a_workbook_of_several_sheets_says_that_only_the_first_was_read(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    account = add_product(root, "shop", "shop-password", dial_prefix="44")
+    book = Workbook()
+    book.active.title = "Messages"
+    book.active.append(["to", "text"])
+    book.active.append(["07700900023", "hello"])
+    book.create_sheet("Notes").append(["do not send before Monday"])
+    book.create_sheet("More numbers").append(["07700900024", "never read"])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    with ServerProcess(root) as server:
+        with server.ftp(account) as client:
+            upload(client, "two.xlsx", buffer.getvalue())
+            upload(client, "one.xlsx", workbook([("07700900025", "one sheet")]))
+        several = wait_for_summary(root, "shop", "two.xlsx", ("complete",), timeout=30)
+        single = wait_for_summary(root, "shop", "one.xlsx", ("complete",), timeout=30)
+    assert several["counts"]["rows"] == 1
+    assert several["notes"] == [
+        "the workbook has 3 sheets and only the first, 'Messages', was read (not 'Notes', 'More numbers'): "
+        "put every message on the first sheet, or upload each sheet as a file of its own"
+    ]
+    assert single["notes"] == []

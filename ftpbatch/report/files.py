@@ -123,6 +123,7 @@ def summary_document(batch: Batch, counts: Counts) -> dict[str, Any]:
         "error_code": batch.error_code,
         "error_text": batch.error_text,
         "duplicate_of": batch.duplicate_of,
+        "notes": list(batch.notes),
         "counts": document_counts,
         "parts": counts.parts,
         "received_at": iso(batch.received_at),

@@ -79,6 +79,8 @@ class NationalReading:
         were written; ``plain``: rows well formed with no ``+``, ``00`` or
         leading ``0`` (so ``number`` has exactly ``n_digits`` digits).
         """
+        if not plain.any():  # the usual batch: every number with +, 00 or a trunk 0
+            return plain
         width = len(self.dial_prefix)
         fits = np.isin(n_digits, self.lengths) & (n_digits + width <= MAX_DIGITS)
         cand = plain & fits

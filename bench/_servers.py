@@ -32,7 +32,7 @@ def free_port() -> int:
 
 
 class FtpbatchServer:
-    def __init__(self, root: Path, connector: str = "sim://?receipt_delay=0", **product: object) -> None:
+    def __init__(self, root: Path, connector: str = "sim://?receipt_delay=0", extra: tuple[str, ...] = (), **product: object) -> None:
         self.root = root
         ledger = Ledger(root / "ftpbatch.db")
         if ledger.get_product(USER) is None:
@@ -49,13 +49,18 @@ class FtpbatchServer:
         }
         self.log = open(root / "server.log", "a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ftpbatch", "--root", str(root), "serve", "--ftp-port", "0", "--connector", connector],
+            [sys.executable, "-m", "ftpbatch", "--root", str(root), "serve", "--ftp-port", "0", "--connector", connector, *extra],
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=REPO,
         )
         assert self.proc.stdout is not None
+        self.sftp_port = 0
         for line in self.proc.stdout:
             if "serving FTP on" in line:
                 self.port = int(line.split("serving FTP on ")[1].split()[0].rsplit(":", 1)[1])
+                if "--sftp-port" not in extra:
+                    break
+            elif "serving SFTP on" in line:  # printed after the FTP line
+                self.sftp_port = int(line.split("serving SFTP on ")[1].split()[0].rsplit(":", 1)[1])
                 break
         else:
             raise RuntimeError((root / "server.log").read_text())
@@ -98,7 +103,11 @@ class BarePyftpdlib:
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # on a busy machine, after a storm of 300 sessions: the figures are taken
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 # The vsftpd user's passwd home: vsftpd changes into it at login (before local_root)

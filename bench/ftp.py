@@ -1,6 +1,6 @@
-"""FTP path benchmark: upload throughput and a login storm, ftpbatch vs bare pyftpdlib (vs vsftpd).
+"""FTP and SFTP path benchmark: upload throughput and a login storm, ftpbatch vs bare pyftpdlib (vs vsftpd), and vs OpenSSH's sshd.
 
-    python bench/ftp.py --mb 200 --logins 300 [--install-vsftpd]
+    python bench/ftp.py --mb 200 --logins 300 --sftp-logins 100 [--install-vsftpd] [--no-sftp]
 
 In one run, against each server on this machine:
 * upload throughput of one file (ftplib with 1 MiB blocks, and curl), MB/s;
@@ -9,6 +9,12 @@ In one run, against each server on this machine:
   its speed alone.
 ftpbatch hashes passwords with argon2id (checked off the loop); the bare
 pyftpdlib baseline uses a plain-text DummyAuthorizer.
+
+The SFTP column (bench/_sftp.py): one file's upload with OpenSSH's ``sftp``
+and with asyncssh's client, and ``--sftp-logins`` key logins at once (each
+opening an SFTP session), against ftpbatch's SFTP server and OpenSSH's sshd
+with internal-sftp (a temporary config and host key on a loopback port;
+openssh-server is installed when missing and this runs as root).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _servers import PASSWORD, USER, BarePyftpdlib, FtpbatchServer, Vsftpd  # noqa: E402
+import _sftp  # noqa: E402
 
 BLOCK = 1 << 20
 STORM_TIMEOUT = 60.0  # seconds for one storm login, and for the storm child to finish
@@ -298,10 +305,19 @@ def main() -> None:
     parser.add_argument("--logins", type=int, default=300)
     parser.add_argument("--work-dir", help="where the servers keep their files (default: /dev/shm when it has room)")
     parser.add_argument("--install-vsftpd", action="store_true", help="apt-get install vsftpd first (root)")
+    parser.add_argument("--sftp-logins", type=int, default=100, help="SFTP logins at once (against each SFTP server)")
+    parser.add_argument("--sftp-runs", type=int, default=3, help="SFTP rounds, alternating the servers (the best counts)")
+    parser.add_argument("--no-sftp", action="store_true", help="FTP only")
+    parser.add_argument("--only-sftp", action="store_true", help="SFTP only")
     parser.add_argument("--storm-child", type=int, metavar="PORT", help=argparse.SUPPRESS)  # see storm_child
+    parser.add_argument("--sftp-storm-child", type=int, metavar="PORT", help=argparse.SUPPRESS)  # see _sftp.storm_child
+    parser.add_argument("--sftp-key", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.storm_child is not None:
         storm_child(args.storm_child, args.logins)
+        return
+    if args.sftp_storm_child is not None:
+        _sftp.storm_child(args.sftp_storm_child, args.logins, args.sftp_key)
         return
     if args.install_vsftpd and not Vsftpd.available():
         install = ["apt-get", "install", "-y", "-qq", "vsftpd"]
@@ -314,7 +330,8 @@ def main() -> None:
     work_dir = args.work_dir or memory_backed_dir(STORM_FILE + 3 * size + (1 << 30))
     if work_dir is None:
         print("no tmpfs with room (/dev/shm): servers write to disk, whose write-back may set the speeds", file=sys.stderr)
-    results = []
+    results: list[dict[str, float | str]] = []
+    sftp: list[dict[str, float | str]] = []
     with tempfile.TemporaryDirectory(prefix="ftpbatch-ftpbench-", dir=work_dir) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
@@ -323,13 +340,14 @@ def main() -> None:
             chunk = os.urandom(BLOCK)
             for _ in range(size // BLOCK):
                 fh.write(chunk)
-        bare = BarePyftpdlib(work / "bare")
-        results.append(measure("bare pyftpdlib", bare.port, size, curl_file, args.logins))
-        bare.stop()
-        ours = FtpbatchServer(work / "ftpbatch")
-        results.append(measure("ftpbatch", ours.port, size, curl_file, args.logins))
-        ours.stop()
-        if Vsftpd.available():
+        if not args.only_sftp:
+            bare = BarePyftpdlib(work / "bare")
+            results.append(measure("bare pyftpdlib", bare.port, size, curl_file, args.logins))
+            bare.stop()
+            ours = FtpbatchServer(work / "ftpbatch")
+            results.append(measure("ftpbatch", ours.port, size, curl_file, args.logins))
+            ours.stop()
+        if Vsftpd.available() and not args.only_sftp:
             vs: Vsftpd | None = None
             try:
                 vs = Vsftpd(work / "vsftpd")
@@ -342,24 +360,50 @@ def main() -> None:
             finally:
                 if vs is not None:
                     vs.stop()
-    base = results[0]
-    ftpbatch = results[1]
-    print(f"{'server':<16}{'ftplib MB/s':>12}{'curl MB/s':>11}{'logins s':>10}{'xfer kept':>10}")
-    for r in results:
-        print(f"{r['server']:<16}{r['ftplib_mb_s']:>12.1f}{r['curl_mb_s']:>11.1f}{r['logins_s']:>10.2f}{r['transfer_kept']:>10.2f}")
-    summary = {
-        "benchmark": "ftp",
-        "mb": args.mb,
-        "logins": args.logins,
-        "ratio_ftplib_vs_bare": round(ftpbatch["ftplib_mb_s"] / base["ftplib_mb_s"], 2),  # type: ignore[operator]
-        "ratio_curl_vs_bare": round(ftpbatch["curl_mb_s"] / base["curl_mb_s"], 2),  # type: ignore[operator]
-        "ftpbatch_logins_s": round(ftpbatch["logins_s"], 2),  # type: ignore[arg-type]
-        "ftpbatch_transfer_kept": round(ftpbatch["transfer_kept"], 2),  # type: ignore[arg-type]
-    }
-    if len(results) > 2:
-        summary["ratio_ftplib_vs_vsftpd"] = round(ftpbatch["ftplib_mb_s"] / results[2]["ftplib_mb_s"], 2)  # type: ignore[operator]
-        summary["ratio_curl_vs_vsftpd"] = round(ftpbatch["curl_mb_s"] / results[2]["curl_mb_s"], 2)  # type: ignore[operator]
-    for r in results:
+        if not args.no_sftp:
+            sftp = _sftp.run(work, curl_file, args.sftp_logins, __file__, args.sftp_runs)
+    summary: dict[str, object] = {"benchmark": "ftp", "mb": args.mb, "logins": args.logins}
+    if results:
+        base = results[0]
+        ftpbatch = results[1]
+        print(f"{'server':<16}{'ftplib MB/s':>12}{'curl MB/s':>11}{'logins s':>10}{'xfer kept':>10}")
+        for r in results:
+            print(f"{r['server']:<16}{r['ftplib_mb_s']:>12.1f}{r['curl_mb_s']:>11.1f}{r['logins_s']:>10.2f}{r['transfer_kept']:>10.2f}")
+        summary.update({
+            "ratio_ftplib_vs_bare": round(ftpbatch["ftplib_mb_s"] / base["ftplib_mb_s"], 2),  # type: ignore[operator]
+            "ratio_curl_vs_bare": round(ftpbatch["curl_mb_s"] / base["curl_mb_s"], 2),  # type: ignore[operator]
+            "ftpbatch_logins_s": round(ftpbatch["logins_s"], 2),  # type: ignore[arg-type]
+            "ftpbatch_transfer_kept": round(ftpbatch["transfer_kept"], 2),  # type: ignore[arg-type]
+        })
+        if len(results) > 2:
+            summary["ratio_ftplib_vs_vsftpd"] = round(ftpbatch["ftplib_mb_s"] / results[2]["ftplib_mb_s"], 2)  # type: ignore[operator]
+            summary["ratio_curl_vs_vsftpd"] = round(ftpbatch["curl_mb_s"] / results[2]["curl_mb_s"], 2)  # type: ignore[operator]
+    if sftp:
+        print(f"{'SFTP server':<16}{'sftp MB/s':>12}{'asyncssh MB/s':>15}{'CPU s/MB':>10}{'logins s':>10}{'failed':>8}")
+        for r in sftp:
+            print(f"{r['server']:<16}{r['openssh_sftp_mb_s']:>12.1f}{r['asyncssh_mb_s']:>15.1f}{r['server_cpu_s_per_mb']:>10.4f}"
+                  f"{r['logins_s']:>10.2f}{r['login_failures']:>8}")
+        ours_sftp = sftp[-1]
+        summary.update({
+            "sftp_logins": args.sftp_logins,
+            "ftpbatch_sftp_mb_s": round(ours_sftp["openssh_sftp_mb_s"], 1),  # type: ignore[arg-type]
+            "ftpbatch_sftp_asyncssh_mb_s": round(ours_sftp["asyncssh_mb_s"], 1),  # type: ignore[arg-type]
+            "ftpbatch_sftp_cpu_s_per_mb": round(ours_sftp["server_cpu_s_per_mb"], 4),  # type: ignore[arg-type]
+            "ftpbatch_sftp_logins_s": round(ours_sftp["logins_s"], 2),  # type: ignore[arg-type]
+            "ftpbatch_sftp_login_failures": ours_sftp["login_failures"],
+        })
+        if len(sftp) > 1:
+            sshd = sftp[0]
+            summary.update({
+                "sshd_sftp_mb_s": round(sshd["openssh_sftp_mb_s"], 1),  # type: ignore[arg-type]
+                "sshd_sftp_asyncssh_mb_s": round(sshd["asyncssh_mb_s"], 1),  # type: ignore[arg-type]
+                "ratio_sftp_vs_sshd": round(ours_sftp["openssh_sftp_mb_s"] / sshd["openssh_sftp_mb_s"], 2),  # type: ignore[operator]
+                "ratio_sftp_asyncssh_vs_sshd": round(ours_sftp["asyncssh_mb_s"] / sshd["asyncssh_mb_s"], 2),  # type: ignore[operator]
+                "sshd_sftp_cpu_s_per_mb": round(sshd["server_cpu_s_per_mb"], 4),  # type: ignore[arg-type]
+                "sshd_sftp_logins_s": round(sshd["logins_s"], 2),  # type: ignore[arg-type]
+                "sshd_sftp_login_failures": sshd["login_failures"],
+            })
+    for r in results + sftp:
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}))
     print(json.dumps(summary))
 

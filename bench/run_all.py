@@ -1,7 +1,7 @@
 """Run every benchmark in bench/ with modest sizes and print one table.
 
     python bench/run_all.py            # ~3-5 minutes on 2 cores
-    python bench/run_all.py --full     # the sizes of the acceptance criteria (1M rows, 200 MB, 300 logins, 50 uploads)
+    python bench/run_all.py --full     # the sizes of the acceptance criteria (1M rows, 200 MB, 300 FTP / 100 SFTP logins, 50 uploads)
 
 Each benchmark runs in its own process and prints a JSON line per result;
 this script collects them and prints the figures next to their baselines.
@@ -23,13 +23,13 @@ MODEST = {
     "ingest": ["--rows", "200000"],
     "dispatch": ["--messages", "5000"],
     "latency": ["--uploads", "20"],
-    "ftp": ["--mb", "50", "--logins", "100"],
+    "ftp": ["--mb", "50", "--logins", "100", "--sftp-logins", "100"],
 }
 FULL = {
     "ingest": ["--rows", "1000000"],
     "dispatch": ["--messages", "20000"],
     "latency": ["--uploads", "50"],
-    "ftp": ["--mb", "200", "--logins", "300"],
+    "ftp": ["--mb", "200", "--logins", "300", "--sftp-logins", "100"],
 }
 
 
@@ -76,6 +76,16 @@ def rows_for(name: str, results: list[dict]) -> list[tuple[str, str, str, str]]:
                               f"{r['ratio_ftplib_vs_vsftpd']}x / {r['ratio_curl_vs_vsftpd']}x"))
             table.append((f"{r['logins']} logins at once", f"{r['ftpbatch_logins_s']} s", "", ""))
             table.append(("transfer speed kept meanwhile", f"{r['ftpbatch_transfer_kept']}x", "", ""))
+            if "sshd_sftp_mb_s" in r:
+                table.append((f"SFTP upload {r['mb']} MB, OpenSSH sftp", f"{r['ftpbatch_sftp_mb_s']} MB/s",
+                              f"sshd internal-sftp {r['sshd_sftp_mb_s']} MB/s", f"{r['ratio_sftp_vs_sshd']}x"))
+                table.append(("  the same, asyncssh client", f"{r['ftpbatch_sftp_asyncssh_mb_s']} MB/s",
+                              f"{r['sshd_sftp_asyncssh_mb_s']} MB/s", f"{r['ratio_sftp_asyncssh_vs_sshd']}x"))
+                table.append(("  server CPU per MB uploaded", f"{r['ftpbatch_sftp_cpu_s_per_mb'] * 1000:.1f} ms",
+                              f"{r['sshd_sftp_cpu_s_per_mb'] * 1000:.1f} ms", ""))
+                table.append((f"{r['sftp_logins']} SFTP key logins at once (failed)",
+                              f"{r['ftpbatch_sftp_logins_s']} s ({r['ftpbatch_sftp_login_failures']})",
+                              f"sshd {r['sshd_sftp_logins_s']} s ({r['sshd_sftp_login_failures']})", ""))
     return table
 
 

@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
@@ -96,6 +97,8 @@ def _relative(path: str) -> str:
 def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description="FTP batch gateway for bulk SMS.")
     parser.add_argument("--root", help="data root (default: $FTPBATCH_ROOT or ./ftpbatch-data)")
+    parser.add_argument("--ledger", metavar="URL", help="postgresql://user:pw@host:port/db: a ledger several nodes share "
+                        "(default: $FTPBATCH_LEDGER, [ledger] url, else SQLite in the root)")
     parser.add_argument("--version", action="version", version=f"ftpbatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -222,7 +225,7 @@ def _require_root(args: argparse.Namespace) -> None:
 
 
 def _settings(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
-    return load_settings(args.root, overrides)
+    return load_settings(args.root, {**overrides, "ledger": {"url": getattr(args, "ledger", None)}})
 
 
 # --- init -----------------------------------------------------------------
@@ -240,7 +243,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         trial = {"ftp": {"tls_cert": _TRIAL_CERT, "tls_key": _TRIAL_KEY}} if tls_note else {}
         toml = default_toml(trial)
         settings.settings_file.write_text(toml, encoding="utf-8")
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     print(f"data root ready: {settings.root}")
     if tls_note:
         print(tls_note)
@@ -379,7 +382,7 @@ def cmd_product(args: argparse.Namespace) -> int:
     from .ledger import Ledger
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     storage = LocalStorage(settings.root)
     try:
         if args.action == "add":
@@ -451,12 +454,16 @@ def cmd_process(args: argparse.Namespace) -> int:
         progress = Progress(sys.stderr)
         while True:
             finished = gateway.wait_finished(batch.id, timeout=0.2)
-            counts = Counts.tally(gateway.ledger.status_counts(finished.seq))
-            progress.show(counts)
             if finished.state in ("complete", "rejected") and gateway.ledger.report_is_current(finished.seq):
                 break
             if args.timeout is not None and progress.elapsed > args.timeout:
                 break
+            if progress.wants_counts():
+                started = time.monotonic()
+                progress.show(Counts.tally(gateway.ledger.status_counts(finished.seq)))
+                progress.counted(time.monotonic() - started)
+        counts = Counts.tally(gateway.ledger.status_counts(finished.seq))
+        progress.show(counts)
         progress.done()
         document = summary_document(finished, counts)
     finally:
@@ -471,7 +478,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .report.files import Counts, iso, summary_document
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.action == "list":
             batches = ledger.list_batches(args.product, args.limit)
@@ -506,7 +513,7 @@ def cmd_ban(args: argparse.Namespace) -> int:
     from .report.files import iso
 
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.action == "list":
             bans = ledger.active_bans(time.time())
@@ -539,7 +546,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {args.plot} must end in .png or .svg")
     settings = _settings(args)
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         if args.product and ledger.get_product(args.product) is None:
             raise NotFound(f"no product named {args.product!r}; see '{args.prog} product list'")

@@ -50,7 +50,7 @@ def control_batch(ledger: Any, batch: Any, action: str) -> str:
 def cmd_optout(args: argparse.Namespace, settings: Settings) -> int:
     from .ledger import Ledger
 
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         return _optout(args, ledger, args.prog)
     finally:

@@ -203,6 +203,20 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class LedgerSettings:
+    """Where the ledger is (DESIGN.md §12): SQLite in the data root, or a shared PostgreSQL."""
+
+    #: postgresql://user[:password]@host:port/database for a ledger several nodes
+    #: share; empty: the SQLite file ftpbatch.db in the data root. Also
+    #: ``FTPBATCH_LEDGER`` or ``ftpbatch --ledger URL``.
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"[ledger] url must be a postgresql://user:password@host:port/database URL, not {self.url!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path = Path(DEFAULT_ROOT)
     #: Identifies this machine in leases (DESIGN.md §12.6).
@@ -214,10 +228,16 @@ class Settings:
     report: ReportSettings = field(default_factory=ReportSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
 
     @property
     def db_path(self) -> Path:
         return self.root / "ftpbatch.db"
+
+    @property
+    def ledger_location(self) -> Path | str:
+        """What ``Ledger()`` opens: the PostgreSQL URL if one is set, else the SQLite file in the root."""
+        return self.ledger.url or self.db_path
 
     @property
     def homes_dir(self) -> Path:
@@ -232,7 +252,7 @@ class Settings:
         return self.root / SETTINGS_FILE
 
 
-_SECTIONS = ("ftp", "sftp", "intake", "dispatch", "report", "callbacks", "metrics")
+_SECTIONS = ("ftp", "sftp", "intake", "dispatch", "report", "callbacks", "metrics", "ledger")
 
 
 def root_path(root: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -320,6 +340,9 @@ def _from_environ(env: Mapping[str, str]) -> Mapping[str, Any]:
         rest = key[len("FTPBATCH_"):].lower()
         if rest == "node_id":
             found["node_id"] = value
+            continue
+        if rest == "ledger":  # FTPBATCH_LEDGER: the ledger's URL ([ledger] url)
+            found.setdefault("ledger", {})["url"] = value
             continue
         section, _, name = rest.partition("_")
         if section in _SECTIONS and name:

@@ -62,7 +62,7 @@ class Gateway:
         receipt_timeout = self.connector.receipt_timeout
         if receipt_timeout is None:
             receipt_timeout = settings.dispatch.receipt_timeout
-        self.ledger = Ledger(settings.db_path, receipt_timeout=receipt_timeout)
+        self.ledger = Ledger(settings.ledger_location, receipt_timeout=receipt_timeout)
         self.metrics = Metrics(self.ledger)
         usage = MonthlyUsageFiles(self.ledger, self.storage, settings.report.usage_refresh, settings.report.usage_min_interval)
         self.reporter = Reporter(self.ledger, self.storage, settings.report.interval, usage=usage)

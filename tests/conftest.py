@@ -8,6 +8,7 @@ import pytest
 
 from ftpbatch.ledger import Ledger
 from ftpbatch.models import Product
+from tests import pg_server as pg
 from tests.smsc.fixtures import smsc, smsc_factory  # noqa: F401
 
 # How long a test's threads get to finish after it ends (stop() joins with a
@@ -80,3 +81,25 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     ledger.add_product(Product("acme", "x"))
     yield ledger
     ledger.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg.PgServer]:
+    """A real PostgreSQL server for the session (tests/pg_server.py); skipped only where none is installed."""
+    bindir = pg.bin_dir()
+    if bindir is None:
+        reason = "PostgreSQL is not installed (/usr/lib/postgresql/*/bin; scripts/test installs Debian's postgresql)"
+        if os.environ.get(pg.REQUIRE_ENV) == "1":
+            pytest.fail(f"{reason}, and {pg.REQUIRE_ENV}=1 requires it", pytrace=False)
+        pytest.skip(reason)
+    server = pg.PgServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: pg.PgServer) -> Iterator[str]:
+    """The URL of an empty database of its own for one test."""
+    url = postgres.new_database()
+    yield url
+    postgres.drop_database(url)

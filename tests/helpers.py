@@ -38,8 +38,9 @@ class Account:
     password: str
 
 
-def add_product(root: Path, name: str, password: str, allow_ip: str = "", **fields: Any) -> Account:
-    ledger = Ledger(root / "ftpbatch.db")
+def add_product(root: Path, name: str, password: str, allow_ip: str = "", ledger_url: str | None = None,
+                **fields: Any) -> Account:
+    ledger = Ledger(ledger_url or root / "ftpbatch.db")
     try:
         ledger.add_product(Product(name, hash_password(password), allow_ip=parse_allow_ip(allow_ip), **fields))
     finally:
@@ -51,8 +52,11 @@ def add_product(root: Path, name: str, password: str, allow_ip: str = "", **fiel
 class ServerProcess:
     """``python -m ftpbatch serve`` in a subprocess, on 127.0.0.1 and a free port."""
 
-    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None, group: bool = False) -> None:
+    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None, group: bool = False,
+                 ledger: str | None = None) -> None:
         self.root = root
+        #: a PostgreSQL ledger's URL (``ftpbatch --ledger URL serve``); None: the root's SQLite file
+        self.ledger = ledger
         #: run in a process group of its own, so kill_group() takes its helpers down with it
         self.group = group
         self.extra = extra
@@ -65,10 +69,13 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> "ServerProcess":
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / "ftpbatch.db").exists() and not (self.root / "ftpbatch.toml").exists():
-            Ledger(self.root / "ftpbatch.db").close()  # what `init` makes; serve refuses a root without it
+            Ledger(self.ledger or self.root / "ftpbatch.db").close()  # what `init` makes; serve refuses a root without it
+            if self.ledger:
+                (self.root / "ftpbatch.toml").write_text("")
         self._log = self.log_path.open("a")
+        ledger = ("--ledger", self.ledger) if self.ledger else ()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ftpbatch", "--root", str(self.root), "serve", "--ftp-host", "127.0.0.1", "--ftp-port", "0", *self.extra],
+            [sys.executable, "-m", "ftpbatch", "--root", str(self.root), *ledger, "serve", "--ftp-host", "127.0.0.1", "--ftp-port", "0", *self.extra],
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,

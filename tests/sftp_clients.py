@@ -53,13 +53,24 @@ class OpenSsh:
             "-F", "/dev/null", "-P", str(self.server.sftp_port),
         ]
 
-    def with_key(self, user: str, key: Path, commands: str, source: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+    def _key_command(self, user: str, key: Path, commands: str, source: str, *extra: str) -> list[str]:
         batch = self.workdir / "batch.txt"
         batch.write_text(commands)
+        return ["sftp", "-b", str(batch), "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
+                "-o", "KbdInteractiveAuthentication=no", *extra, *self._options(source), f"{user}@127.0.0.1"]
+
+    def with_key(self, user: str, key: Path, commands: str, source: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["sftp", "-b", str(batch), "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
-             "-o", "KbdInteractiveAuthentication=no", *self._options(source), f"{user}@127.0.0.1"],
+            self._key_command(user, key, commands, source),
             capture_output=True, text=True, timeout=60, cwd=self.workdir, stdin=subprocess.DEVNULL,
+        )
+
+    def start_with_key(self, user: str, key: Path, commands: str, *extra: str) -> subprocess.Popen[bytes]:
+        """``sftp`` running in the background, in a process group of its own (kill the group to kill its ssh too)."""
+        return subprocess.Popen(
+            self._key_command(user, key, commands, "127.0.0.1", *extra),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=self.workdir,
+            start_new_session=True,
         )
 
     def with_password(self, user: str, password: str, commands: str, source: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""The ledger contract (tests/ledger_contract.py) run against the SQLite ledger."""
+"""The ledger contract (tests/ledger_contract.py) run against the SQLite ledger and the PostgreSQL one."""
 
 from __future__ import annotations
 
@@ -19,6 +19,23 @@ class TestSQLiteLedger(LedgerContract):
 
         def open_ledger(receipt_timeout: float = 3600.0) -> LedgerProtocol:
             ledger = Ledger(tmp_path / "ledger.db", receipt_timeout=receipt_timeout)
+            opened.append(ledger)
+            return ledger
+
+        yield open_ledger
+        for ledger in opened:
+            ledger.close()
+
+
+class TestPostgresLedger(LedgerContract):
+    """The same suite on a real PostgreSQL server (tests/pg_server.py), one database per test."""
+
+    @pytest.fixture
+    def open_ledger(self, pg_url: str) -> Iterator[OpenLedger]:
+        opened: list[Ledger] = []
+
+        def open_ledger(receipt_timeout: float = 3600.0) -> LedgerProtocol:
+            ledger = Ledger(pg_url, receipt_timeout=receipt_timeout)
             opened.append(ledger)
             return ledger
 

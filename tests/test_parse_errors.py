@@ -252,6 +252,20 @@ def test_damaged_xlsx(tmp_path: Path) -> None:
     assert error.message.startswith("'bad.xlsx' cannot be read as an Excel workbook")
 
 
+@pytest.mark.parametrize("name", ["cut.xlsx", "cut.csv"])  # by content: the name does not matter
+def test_a_workbook_cut_short_is_named_a_damaged_workbook_not_a_zip_or_csv(tmp_path: Path, name: str) -> None:
+    book = Workbook()
+    book.active.append(["to", "text"])
+    book.active.append([447700900123, "hello"])
+    whole = io.BytesIO()
+    book.save(whole)
+    path = write(tmp_path, whole.getvalue()[: len(whole.getvalue()) // 2], name)  # the central directory is gone
+    error = refused_at_open(path)
+    assert error.code == "100"
+    assert "is an Excel workbook, but it is damaged" in error.message and "save it again" in error.message
+    assert "csv" not in error.message.split("save it again")[0].lower() and "zip archive" not in error.message
+
+
 # --- archives inside archives ----------------------------------------------
 
 

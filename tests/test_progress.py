@@ -117,3 +117,26 @@ def test_a_batch_is_dispatching_from_its_first_queued_message_and_completes_only
     done = ledger.get_batch(claimed.id)
     assert done.rows == 350 and done.state == "complete"
     ledger.close()
+
+
+def test_progress_counts_only_on_a_terminal_and_spaced_by_their_cost() -> None:
+    """Counting a big batch is a scan: `process` must not count off a terminal, nor back to back on one."""
+    import io
+    import time as clock
+
+    from ftpbatch.report.progress import Progress
+
+    assert not Progress(io.StringIO()).wants_counts()  # a pipe or a file: no counts at all
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    shown = Progress(Terminal(), min_interval=0.01)
+    assert shown.wants_counts()
+    shown.counted(0.05)  # a count that cost 50 ms ...
+    assert not shown.wants_counts()  # ... is not followed by another at once
+    clock.sleep(0.2)
+    assert not shown.wants_counts()  # nor within ten times its cost
+    clock.sleep(0.35)
+    assert shown.wants_counts()

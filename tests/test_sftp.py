@@ -6,6 +6,7 @@ import asyncio
 import ftplib
 import json
 import os
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -176,6 +177,7 @@ def test_root_shows_only_the_products_folders_and_nothing_else_is_in_reach(site)
     server, openssh, keys = site
     other_inbox = server.root / "homes" / "other" / "inbox"
     os.symlink(other_inbox / "secret.csv", server.root / "homes" / "acme" / "reports" / "planted-link.csv")
+    (server.root / "homes" / "acme" / "reports" / "beside-the-link.csv").write_bytes(b"a report\n")
     commands = "\n".join([
         "ls -a /",
         "cd ..", "pwd",
@@ -198,11 +200,25 @@ def test_root_shows_only_the_products_folders_and_nothing_else_is_in_reach(site)
     assert sorted(n.lstrip("/") for n in root_listing if n.strip("/.")) == ["archive", "check", "control", "inbox", "optout", "reports"]
     assert "Remote working directory: /\n" in done.stdout
     assert not list(openssh.workdir.glob("secret.csv")) and not (openssh.workdir / "planted-link.csv").exists()
-    assert "planted-link" not in done.stdout.split("sftp> -ls /reports", 1)[1].split("sftp>", 1)[0]
+    reports_listing = done.stdout.split("sftp> -ls /reports", 1)[1].split("sftp>", 1)[0]
+    # the listing works and hides the link (rather than failing on it)
+    assert "beside-the-link.csv" in reports_listing and "planted-link" not in reports_listing
     for refusal in ('remote symlink', 'remote link', 'remote mkdir', 'dest open "/reports/not-here.csv"'):
         assert refusal in done.stderr, done.stderr
     assert not (server.root / "homes" / "acme" / "inbox" / "escape").exists()
     assert (other_inbox / "secret.csv").exists()
+
+    async def open_the_link() -> str:
+        # straight to open (OpenSSH's get asks stat first, which already hides the link)
+        async with _asyncssh(server, "acme", password="acme-password") as conn:
+            async with conn.start_sftp_client() as sftp:
+                try:
+                    async with sftp.open("/reports/planted-link.csv", "rb") as f:
+                        return str(await f.read())
+                except asyncssh.SFTPError as exc:
+                    return f"refused: {exc.reason}"
+
+    assert asyncio.run(open_the_link()).startswith("refused")
 
 
 def test_names_with_control_characters_are_refused(site):
@@ -264,6 +280,29 @@ def test_upload_cut_mid_file_leaves_no_batch(site):
     assert not (inbox / "dropped.csv").exists()
 
 
+def test_openssh_client_killed_mid_upload_leaves_no_batch(site):
+    server, openssh, keys = site
+    inbox = server.root / "homes" / "acme" / "inbox"
+    big = openssh.workdir / "killed.csv"
+    big.write_bytes(b"to,text\n" + b"447700900001,killed mid-upload\n" * 100_000)  # 3 MB
+    # -l: 4000 kbit/s, so the upload takes seconds and is killed while it runs
+    client = openssh.start_with_key("acme", keys["sender"], "put killed.csv /inbox/killed.csv\n", "-l", "4000")
+    deadline = time.monotonic() + 20
+    while not [n for n in os.listdir(inbox) if n.endswith("-killed.csv") and (inbox / n).stat().st_size > 0]:
+        assert client.poll() is None and time.monotonic() < deadline, os.listdir(inbox)
+        time.sleep(0.02)
+    os.killpg(client.pid, signal.SIGKILL)  # sftp and its ssh child: nothing closes the file
+    client.wait(10)
+    deadline = time.monotonic() + 10
+    while [n for n in os.listdir(inbox) if n.endswith("-killed.csv")]:
+        assert time.monotonic() < deadline, os.listdir(inbox)
+        time.sleep(0.05)
+    (openssh.workdir / "after-kill.csv").write_bytes(rows("after-kill"))
+    assert openssh.with_key("acme", keys["sender"], "put after-kill.csv /inbox/after-kill.csv\n").returncode == 0
+    wait_for_summary(server.root, "acme", "after-kill.csv", ("complete",))
+    assert _batches(server.root, "killed.csv") == [] and not (inbox / "killed.csv").exists()
+
+
 def test_file_over_max_file_bytes_is_cut_with_a_clear_status(site):
     server, openssh, _ = site
     inbox = server.root / "homes" / "small" / "inbox"
@@ -287,6 +326,26 @@ def test_file_over_max_file_bytes_is_cut_with_a_clear_status(site):
 
     reason = asyncio.run(run())
     assert "larger than the 1000 bytes allowed" in reason and "code 131" in reason
+
+    async def far_write() -> str:
+        # a few bytes written far past the limit (a sparse file): cut by where they land, not by their count
+        async with _asyncssh(server, "small", password="small-password") as conn:
+            async with conn.start_sftp_client() as sftp:
+                f = await sftp.open("/inbox/far.csv", "wb")
+                try:
+                    await f.write(b"to,text\n", 0)
+                    await f.write(b"447700900001,far\n", 5000)
+                except asyncssh.SFTPError as exc:
+                    return exc.reason
+                finally:
+                    try:
+                        await f.close()
+                    except asyncssh.SFTPError:
+                        pass
+        return "accepted"
+
+    assert "larger than the 1000 bytes allowed" in asyncio.run(far_write())
+    assert _batches(server.root, "far.csv") == []
     (openssh.workdir / "too-big.csv").write_bytes(big)
     cut = openssh.with_password("small", "small-password", "put too-big.csv /inbox/too-big.csv\n")
     assert "too-big.csv" in cut.stderr  # OpenSSH reports the failed write

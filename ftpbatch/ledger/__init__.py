@@ -35,7 +35,7 @@ from .bans import BanStore
 from .batches import BatchStore
 from .blockqueue import BlockQueue
 from .controls import ControlStore
-from .db import Database
+from .db import Database, open_database
 from .inbound import InboundStore
 from .leases import LeaseStore
 from .messages import MessageStore
@@ -54,11 +54,14 @@ __all__ = ["AddressBan", "Ledger", "LedgerProtocol", "OptOut", "SshAccess"]
 
 
 class Ledger:
-    """The SQLite ledger at ``path`` (created and migrated on open)."""
+    """The ledger at ``location`` (created and migrated on open).
 
-    def __init__(self, path: Path, receipt_timeout: float = 48 * 3600.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Database(path)
+    ``location``: a SQLite file's path, or a ``postgresql://user:pw@host:port/db``
+    URL (ledger/db.py, ledger/pg.py); the stores are the same for both.
+    """
+
+    def __init__(self, location: Path | str, receipt_timeout: float = 48 * 3600.0) -> None:
+        self.db: Database = open_database(location)
         migrate(self.db)
         #: message blocks as queues, with this process's cache of decoded blocks
         self.blocks = BlockQueue()

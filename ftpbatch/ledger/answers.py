@@ -9,14 +9,13 @@ and applied when its submit answer is recorded.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import time
 from typing import Sequence
 
 from .. import codes
 from ..models import Receipt, SubmitResult
 from .batches import touch_batches, touch_batches_of_messages, touch_batches_where
-from .db import Database
+from .db import Connection, Database
 from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream
 from .sql import VALUES_CHUNK, chunks, in_lists, value_marks
 
@@ -50,7 +49,7 @@ class AnswerStore:
                 self._apply_results(tx, account, results, now)
             return self._apply_receipts(tx, receipts, now) if receipts else 0
 
-    def _apply_results(self, tx: sqlite3.Connection, account: str, results: Sequence[SubmitResult], now: float) -> None:
+    def _apply_results(self, tx: Connection, account: str, results: Sequence[SubmitResult], now: float) -> None:
         due = now + float(self.receipt_timeout)
         ok = list({(r.message_id, r.attempt): (r.upstream_id, r.message_id, r.attempt)
                    for r in results if r.upstream_id and not r.retry}.values())
@@ -93,7 +92,7 @@ class AnswerStore:
         if ok:
             self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
 
-    def _apply_receipts(self, tx: sqlite3.Connection, receipts: Sequence[Receipt], now: float) -> int:
+    def _apply_receipts(self, tx: Connection, receipts: Sequence[Receipt], now: float) -> int:
         parked = 0
         by_account: dict[str, list[Receipt]] = {}
         for receipt in receipts:
@@ -135,12 +134,12 @@ class AnswerStore:
         return parked
 
     @staticmethod
-    def _touch_batches_of_upstream(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+    def _touch_batches_of_upstream(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
         for marks, part in in_lists(upstream_ids):
             touch_batches_where(tx, f"account = ? AND upstream_id IN ({marks})", (account, *part), now)
 
     @staticmethod
-    def _find_upstream(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    def _find_upstream(tx: Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         found: dict[str, tuple[int, int]] = {}
         for marks, part in in_lists(upstream_ids):
             for row in tx.execute(
@@ -151,7 +150,7 @@ class AnswerStore:
         return found
 
     @staticmethod
-    def _apply_parked(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+    def _apply_parked(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
         for marks, part in in_lists(upstream_ids):
             parked = tx.execute(
                 f"SELECT upstream_id, status, error_text FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks})",

@@ -6,7 +6,6 @@ repeated or late call (a second worker, a resumed crash) changes nothing.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Iterable, Sequence
 
@@ -14,7 +13,7 @@ from .. import codes, logs
 from ..errors import LedgerError
 from ..models import CHECKED, COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
 from .blockqueue import BlockQueue
-from .db import Database
+from .db import Connection, Database, Row
 from .outbox import queue_callbacks_for_batch
 from .sql import in_lists
 
@@ -24,7 +23,7 @@ _BATCH_COLUMNS = (
 )
 
 
-def _batch(row: sqlite3.Row) -> Batch:
+def _batch(row: Row) -> Batch:
     fields = {k: row[k] for k in row.keys()}
     fields["dry_run"], fields["paused"] = bool(fields["dry_run"]), bool(fields["paused"])
     return Batch(**fields)
@@ -231,20 +230,20 @@ class BatchStore:
             )
 
 
-def touch_batches(tx: sqlite3.Connection, seqs: Iterable[int], now: float) -> None:
+def touch_batches(tx: Connection, seqs: Iterable[int], now: float) -> None:
     """Note that these batches changed, so their reports get rewritten."""
     tx.executemany(
         "UPDATE batches SET version = version + 1, updated_at = ? WHERE seq = ?", [(now, s) for s in set(seqs)]
     )
 
 
-def touch_batches_of_messages(tx: sqlite3.Connection, message_ids: Sequence[int], now: float) -> None:
+def touch_batches_of_messages(tx: Connection, message_ids: Sequence[int], now: float) -> None:
     """As :func:`touch_batches`, for the batches holding these messages (one statement per chunk)."""
     for marks, part in in_lists(message_ids):
         touch_batches_where(tx, f"id IN ({marks})", tuple(part), now)
 
 
-def touch_batches_where(tx: sqlite3.Connection, condition: str, params: tuple[object, ...], now: float) -> None:
+def touch_batches_where(tx: Connection, condition: str, params: tuple[object, ...], now: float) -> None:
     """Bump the batches holding the messages that match ``condition`` (one statement), so their reports get rewritten."""
     tx.execute(
         "UPDATE batches SET version = version + 1, updated_at = ? "

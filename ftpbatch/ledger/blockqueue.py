@@ -7,11 +7,12 @@ caller's transaction, so a row is made exactly once.
 
 from __future__ import annotations
 
-import sqlite3
 
 from .. import codes
 from ..errors import LedgerError
 from .blocks import BlockCache, BlockRows, unpack
+from .db import POSTGRESQL, Connection, Row
+from .sql import dialect_of
 
 # Rows per multi-row INSERT when block messages become rows (14 parameters each).
 _VALUES_ROWS = 500
@@ -25,7 +26,7 @@ class BlockQueue:
         #: Decoded message blocks of this process (payloads never change).
         self.cache = cache if cache is not None else BlockCache()
 
-    def rows(self, conn: sqlite3.Connection, block_id: int) -> BlockRows:
+    def rows(self, conn: Connection, block_id: int) -> BlockRows:
         rows = self.cache.get(block_id)
         if rows is None:
             (payload,) = conn.execute("SELECT payload FROM message_blocks WHERE id = ?", (block_id,)).fetchone()
@@ -35,8 +36,8 @@ class BlockQueue:
 
     def take(
         self,
-        tx: sqlite3.Connection,
-        block: sqlite3.Row,
+        tx: Connection,
+        block: Row,
         count: int,
         now: float,
         *,
@@ -55,6 +56,7 @@ class BlockQueue:
         owner, until = lease if lease else (None, None)
         attempt = 1 if lease else 0
         made: list[tuple[int, int, BlockRows]] = []
+        pg = dialect_of(tx) == POSTGRESQL
         for first in range(start, stop, _VALUES_ROWS):
             indexes = range(first, min(first + _VALUES_ROWS, stop))
             params: list[object] = []
@@ -64,17 +66,22 @@ class BlockQueue:
                     rows.climsgid[i], rows.encoding[i], rows.parts[i], rows.validity_minutes[i],
                     status, error_text, now, owner, until,
                 )
-            # One multi-row INSERT per slice. The new ids are the last one and the
-            # ones before it, in VALUES order: SQLite gives a new row the largest
-            # rowid + 1 (we hold the write lock). Not RETURNING: that steps once per
-            # row, and every step gives up the GIL and waits to get it back.
+            # One multi-row INSERT per slice. SQLite: the new ids are the last one
+            # and the ones before it, in VALUES order: SQLite gives a new row the
+            # largest rowid + 1 (we hold the write lock). Not RETURNING: that steps
+            # once per row, and every step gives up the GIL and waits to get it back.
+            # PostgreSQL: RETURNING, one round trip either way.
             values = ", ".join(f"({int(block['batch_seq'])}, {_ROW_MARKS}, {attempt})" for _ in indexes)
-            last = tx.execute(
+            insert = (
                 "INSERT INTO messages (batch_seq, row_no, product, destination, text, sender, climsgid, encoding, "
                 "parts, validity_minutes, status, error_text, updated_at, lease_owner, lease_until, attempt) "
-                f"VALUES {values}",
-                params,
-            ).lastrowid
+                f"VALUES {values}"
+            )
+            if pg:  # several writers at once: the ids are what the server says they are
+                ids = dict((r[1], r[0]) for r in tx.execute(insert + " RETURNING id, row_no", params).fetchall())
+                made.extend((int(ids[rows.row_no[i]]), i, rows) for i in indexes)
+                continue
+            last = tx.execute(insert, params).lastrowid  # type: ignore[attr-defined]
             assert last is not None
             first_id = last - len(indexes) + 1
             self._check_ids(tx, first_id, last, int(block["batch_seq"]), rows.row_no[indexes[0]], rows.row_no[indexes[-1]])
@@ -92,7 +99,7 @@ class BlockQueue:
         return made
 
     @staticmethod
-    def _check_ids(tx: sqlite3.Connection, first_id: int, last_id: int, batch_seq: int, first_row: int, last_row: int) -> None:
+    def _check_ids(tx: Connection, first_id: int, last_id: int, batch_seq: int, first_row: int, last_row: int) -> None:
         """The ids first_id..last_id are the rows just inserted, in order (one query, one step).
 
         Rowids stop being "largest + 1" only when the largest possible one is
@@ -106,7 +113,7 @@ class BlockQueue:
         if tuple(found) != (last_id - first_id + 1, first_row, last_row, batch_seq, batch_seq):
             raise LedgerError(f"message ids {first_id}..{last_id} are not the rows just inserted ({tuple(found)})")
 
-    def drain(self, tx: sqlite3.Connection, batch_seq: int, status: str, error_text: str | None, now: float) -> int:
+    def drain(self, tx: Connection, batch_seq: int, status: str, error_text: str | None, now: float) -> int:
         """Write every untaken message of a batch's blocks as a row with ``status`` (a batch cancelled or refused)."""
         blocks = tx.execute(
             "SELECT id, batch_seq, product, taken, size FROM message_blocks WHERE batch_seq = ? AND taken < size",

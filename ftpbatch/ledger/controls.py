@@ -9,11 +9,10 @@ that applied it.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from ..models import DISPATCHING, PROCESSING, RECEIVED
-from .db import Database
+from .db import Connection, Database
 from .messages import MessageStore
 
 VERBS = ("pause", "resume", "cancel")
@@ -62,7 +61,7 @@ class ControlStore:
         return changed == 1
 
 
-def _record(tx: sqlite3.Connection, seq: int, verb: str, source: str, now: float) -> None:
+def _record(tx: Connection, seq: int, verb: str, source: str, now: float) -> None:
     tx.execute(
         "INSERT INTO batch_controls (batch_seq, verb, source, applied_at) VALUES (?, ?, ?, ?)", (seq, verb, source, now)
     )

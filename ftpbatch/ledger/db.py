@@ -1,6 +1,16 @@
-"""The one place that opens the ledger: WAL, busy timeout, transactions.
+"""The one place that opens the ledger: which backend, its connections, transactions.
 
-Each thread gets its own SQLite connection (connections must not cross
+A ledger lives in SQLite (a file in the data root, one machine) or in
+PostgreSQL (a ``postgresql://`` URL, several machines: DESIGN.md §12).
+:func:`open_database` picks by location. Both hand the stores connections
+with the same small surface (:class:`Connection`: ``execute`` and
+``executemany`` with ``?`` placeholders, rows indexable by position and by
+column name), so the stores' SQL is written once; what differs between the
+two dialects is said here, in ledger/pg.py (the PostgreSQL connection and
+its SQL translation) and in ledger/sql.py (the few helpers that branch on
+``dialect``).
+
+SQLite: each thread gets its own connection (connections must not cross
 threads); all of them point at the same file, and SQLite's WAL lets readers
 run while one writer commits.
 """
@@ -11,17 +21,85 @@ import contextlib
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 # Writers queue behind each other for at most this long before failing.
 _BUSY_TIMEOUT_MS = 30_000
 
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+#: A result row: indexable by position and by column name (``sqlite3.Row``
+#: for SQLite, ``ledger.pg.Row`` for PostgreSQL).
+Row = Any
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the stores use of a connection: ``sqlite3.Connection`` is one, ``ledger.pg.PgConnection`` another."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+
+class IntegrityViolation(Exception):
+    """A constraint of the PostgreSQL ledger refused a write (SQLite raises ``sqlite3.IntegrityError``)."""
+
+
+#: What a store catches to tell "already exists" from other failures, whichever the backend.
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, IntegrityViolation)
+
 
 class Database:
+    """A ledger's connections; the stores use only what this class declares."""
+
+    #: ``SQLITE`` or ``POSTGRESQL``
+    dialect: str = SQLITE
+    #: where the ledger is: a file path, or the URL (its password removed)
+    location: str
+
+    def connection(self) -> Connection:
+        raise NotImplementedError
+
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """A write transaction, committed on success and rolled back on error.
+
+        Inside another transaction of the same thread it joins that one:
+        the outer one commits or rolls back the whole (how one command's
+        changes to several stores become one change).
+        """
+        raise NotImplementedError
+
+    def snapshot(self) -> contextlib.AbstractContextManager[Connection]:
+        """A read transaction: every query inside sees the ledger as of one moment."""
+        raise NotImplementedError
+
+    def ddl(self, statement: str) -> str:
+        """A migration statement in this dialect (migrations are written in SQLite's types)."""
+        return statement
+
+    def lock_schema(self, tx: Connection) -> None:
+        """Make concurrent migrations (several nodes starting at once) wait for each other."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SQLiteDatabase(Database):
     """Thread-local connections to one SQLite ledger file."""
+
+    dialect = SQLITE
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.location = str(path)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -46,14 +124,8 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, committed on success and rolled back on error.
-
-        ``BEGIN IMMEDIATE`` takes the write lock up front, so two writers
-        never deadlock upgrading read locks. Inside another transaction of
-        the same thread it joins that one: the outer one commits or rolls
-        back the whole (how one command's changes to several stores become
-        one change).
-        """
+        """``BEGIN IMMEDIATE`` takes the write lock up front, so two writers
+        never deadlock upgrading read locks; a nested one joins the outer."""
         conn = self.connection()
         if conn.in_transaction:
             yield conn
@@ -69,7 +141,6 @@ class Database:
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: every query inside sees the ledger as of one moment."""
         conn = self.connection()
         conn.execute("BEGIN")
         try:
@@ -84,3 +155,19 @@ class Database:
                     conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def is_url(location: str | Path) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) ledger URL."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def open_database(location: str | Path) -> Database:
+    """The ledger at ``location``: a PostgreSQL URL, or else the path of a SQLite file."""
+    if is_url(location):
+        from .pg import PostgresDatabase  # psycopg is imported only by PostgreSQL ledgers
+
+        return PostgresDatabase(str(location))
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteDatabase(path)

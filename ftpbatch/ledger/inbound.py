@@ -57,11 +57,11 @@ class InboundStore:
                 ref, total, seq = m.concat if m.concat else (None, None, None)
                 cur = tx.execute(
                     "INSERT INTO mo_messages (account, source, destination, text, data_coding, raw, concat_ref, "
-                    "concat_total, concat_seq, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "concat_total, concat_seq, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (m.account, m.source, m.destination, m.text, m.data_coding, m.raw, ref, total, seq,
                      m.received_at.timestamp()),
                 )
-                stored.append(_with_id(m, int(cur.lastrowid or 0)))
+                stored.append(_with_id(m, int(cur.fetchone()[0])))
         return stored
 
     def mo_messages(self, after_id: int = 0, limit: int = 1000) -> list[MoMessage]:

@@ -6,10 +6,9 @@ are accepted only for the attempt they were leased with (answers.py).
 
 from __future__ import annotations
 
-import sqlite3
 from ..models import OutboundMessage
 from .blockqueue import BlockQueue
-from .db import Database
+from .db import Connection, Database
 
 # The batches whose messages are not leased now (ledger/controls.py); few, and indexed (batches_paused).
 _PAUSED = "SELECT seq FROM batches WHERE paused = 1"
@@ -64,7 +63,7 @@ class LeaseStore:
         return leased
 
     def _lease_from_blocks(
-        self, tx: sqlite3.Connection, owner: str, product: str, limit: int, now: float, until: float
+        self, tx: Connection, owner: str, product: str, limit: int, now: float, until: float
     ) -> list[OutboundMessage]:
         leased: list[OutboundMessage] = []
         blocks = tx.execute(

@@ -21,7 +21,6 @@ and applied when its submit answer is recorded.
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from typing import TYPE_CHECKING, Sequence
 
@@ -37,8 +36,9 @@ from ..errors import LedgerError
 from .batches import touch_batches
 from .blockqueue import BlockQueue
 from .blocks import pack
-from .db import Database
+from .db import Connection, Database
 from .outbox import queue_callbacks_for_batch
+from .sql import dialect_of, greatest
 
 _PENDING = (codes.QUEUED, codes.SCHEDULED)
 _CANCELLED_TEXT = "cancelled by operator"
@@ -107,7 +107,7 @@ class MessageStore:
                 queue_callbacks_for_batch(tx, batch_seq, now, (int(rows.iloc[0]), int(rows.iloc[-1])))
             touch_batches(tx, [batch_seq], now)
 
-    def _insert_rows(self, tx: sqlite3.Connection, batch_seq: int, product: str, frame: pd.DataFrame, now: float) -> None:
+    def _insert_rows(self, tx: Connection, batch_seq: int, product: str, frame: pd.DataFrame, now: float) -> None:
         """One messages row per frame row. Values the rows share are written into the
         statement instead of being bound per row, and columns empty for the whole
         frame are left to their default."""
@@ -152,11 +152,11 @@ class MessageStore:
         return drained + cur.rowcount
 
 
-def last_row_stored(conn: sqlite3.Connection, batch_seq: int) -> int:
+def last_row_stored(conn: Connection, batch_seq: int) -> int:
     """The highest row of a batch stored so far, as a row or in a block (0: none)."""
     row = conn.execute(
         # COALESCE: a multi-argument MAX is NULL as soon as one argument is
-        "SELECT MAX((SELECT COALESCE(MAX(row_no), 0) FROM messages WHERE batch_seq = ?), "
+        f"SELECT {greatest(dialect_of(conn))}((SELECT COALESCE(MAX(row_no), 0) FROM messages WHERE batch_seq = ?), "
         "(SELECT COALESCE(MAX(last_row), 0) FROM message_blocks WHERE batch_seq = ?))",
         (batch_seq, batch_seq),
     ).fetchone()

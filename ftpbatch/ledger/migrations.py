@@ -1,12 +1,14 @@
 """Schema migrations: registered in order, each run in a transaction and recorded.
 
-SQL here stays portable to PostgreSQL (the planned multi-node ledger):
-times are epoch seconds (REAL / double precision), no SQLite-only types.
+Migrations are shared by both backends. They are written in SQLite's
+types; :meth:`Database.ddl` says them in PostgreSQL's (ledger/pg.py: the
+rowid ``INTEGER PRIMARY KEY`` an identity column, ``REAL`` double
+precision, ``BLOB`` bytea). Times are epoch seconds. Several nodes starting
+at once migrate one after the other (:meth:`Database.lock_schema`).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Iterator
 
@@ -282,19 +284,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 
 
 def migrate(db: Database) -> None:
-    """Bring the ledger's schema up to date; safe to call on every start."""
-    conn = db.connection()
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
+    """Bring the ledger's schema up to date; safe to call on every start (and on several nodes at once)."""
     with db.transaction() as tx:
+        db.lock_schema(tx)
+        tx.execute(
+            db.ddl(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+        )
         done = {row[0] for row in tx.execute("SELECT version FROM schema_migrations")}
         for version, name, sql in MIGRATIONS:
             if version in done:
                 continue
             for statement in _statements(sql):
-                tx.execute(statement)
+                tx.execute(db.ddl(statement))
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 (version, name, time.time()),
@@ -302,12 +306,40 @@ def migrate(db: Database) -> None:
 
 
 def _statements(script: str) -> Iterator[str]:
-    """Split a script into statements (``executescript`` would commit on its own)."""
-    pending = ""
+    """Split a script into statements at each ``;`` outside quotes and ``--`` comments.
+
+    (``executescript`` would commit on its own, and PostgreSQL takes one
+    statement per parameterised call.)
+    """
+    pending: list[str] = []
+    quote = ""
     for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending
-            pending = ""
-    if pending.strip():
-        yield pending
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in ("'", '"'):
+                quote = ch
+            elif line.startswith("--", i):
+                pending.append(line[i:])
+                break
+            elif ch == ";":
+                pending.append(";")
+                statement = "".join(pending).strip()
+                pending = []
+                if statement.strip(";").strip():
+                    yield statement
+                i += 1
+                continue
+            pending.append(ch)
+            i += 1
+    rest = "".join(pending)
+    if _code_of(rest):
+        yield rest.strip()
+
+
+def _code_of(text: str) -> str:
+    """``text`` without its ``--`` comments and blank space."""
+    return "".join(line.split("--", 1)[0] for line in text.splitlines()).strip()

@@ -21,11 +21,10 @@ bit 2 (levels 2 and 3) final statuses.
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .. import codes
-from .db import Database
+from .db import Connection, Database, Row
 from .records import CallbackBacklog, CallbackJob, CallbackOutcome
 from .sql import bump_counter, in_lists
 
@@ -49,12 +48,12 @@ _INSERT_SELECT = (
 )
 
 
-def _any_callback_url(tx: sqlite3.Connection) -> bool:
+def _any_callback_url(tx: Connection) -> bool:
     """Cheap guard: most gateways have few products with callbacks, many have none."""
     return tx.execute("SELECT 1 FROM products WHERE callback_url IS NOT NULL AND callback_url <> '' LIMIT 1").fetchone() is not None
 
 
-def queue_callbacks_for_messages(tx: sqlite3.Connection, message_ids: Iterable[int], now: float) -> None:
+def queue_callbacks_for_messages(tx: Connection, message_ids: Iterable[int], now: float) -> None:
     """Queue the changes just made (``updated_at = now``) to these messages, in the caller's transaction."""
     ids = list(message_ids)
     if not ids or not _any_callback_url(tx):
@@ -63,7 +62,7 @@ def queue_callbacks_for_messages(tx: sqlite3.Connection, message_ids: Iterable[i
         tx.execute(_INSERT_SELECT.format(where=f"m.id IN ({marks}) AND m.updated_at = ?"), (now, now, *part, now))
 
 
-def queue_callbacks_for_upstream(tx: sqlite3.Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+def queue_callbacks_for_upstream(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
     """As :func:`queue_callbacks_for_messages`, for messages known by their upstream id."""
     if not upstream_ids or not _any_callback_url(tx):
         return
@@ -75,7 +74,7 @@ def queue_callbacks_for_upstream(tx: sqlite3.Connection, account: str, upstream_
 
 
 def queue_callbacks_for_batch(
-    tx: sqlite3.Connection, batch_seq: int, now: float, rows: tuple[int, int] | None = None
+    tx: Connection, batch_seq: int, now: float, rows: tuple[int, int] | None = None
 ) -> None:
     """Queue the changes just made to messages of one batch (optionally rows ``first..last``)."""
     if not _any_callback_url(tx):
@@ -132,7 +131,7 @@ class OutboxStore:
             if not claimed:
                 return []
             ids = sorted(r[0] for r in claimed)
-            rows: list[sqlite3.Row] = []
+            rows: list[Row] = []
             for marks, part in in_lists(ids):
                 rows += tx.execute(
                     "SELECT c.id, c.attempt, c.tries, c.product, c.status, c.event_at, c.lease_until, "
@@ -241,9 +240,9 @@ class OutboxStore:
             int(pending), int(due), int(totals.get("callbacks_delivered", 0)), int(totals.get("callbacks_given_up", 0))
         )
 
-    def callbacks_of_message(self, message_id: int) -> list[sqlite3.Row]:
-        """Every outbox row of one message (for ``batch show`` style inspection and tests)."""
-        return (
+    def callbacks_of_message(self, message_id: int) -> list[dict[str, Any]]:
+        """Every outbox row of one message, as column -> value (for ``batch show`` style inspection and tests)."""
+        rows = (
             self.db.connection()
             .execute(
                 "SELECT id, status, state, tries, attempt, next_at, last_error, event_at FROM callbacks "
@@ -252,6 +251,7 @@ class OutboxStore:
             )
             .fetchall()
         )
+        return [{k: r[k] for k in r.keys()} for r in rows]
 
     def callback_states(self) -> dict[str, int]:
         """How many outbox rows are in each state."""

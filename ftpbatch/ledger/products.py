@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from typing import Any
 
 from ..errors import NotFound, ProductError
 from ..models import Product, parse_allow_ip
 from ..product_checks import check_product
-from .db import Database
+from .db import INTEGRITY_ERRORS, Database, Row
 
 # Product fields that map 1:1 onto columns (the rest need conversion).
 _PLAIN_FIELDS = (
@@ -45,7 +44,7 @@ def _to_columns(changes: dict[str, Any]) -> dict[str, Any]:
     return columns
 
 
-def _from_row(row: sqlite3.Row) -> Product:
+def _from_row(row: Row) -> Product:
     return Product(
         name=row["name"],
         password_hash=row["password_hash"],
@@ -84,7 +83,7 @@ class ProductStore:
         try:
             with self.db.transaction() as tx:
                 tx.execute(f"INSERT INTO products ({names}) VALUES ({marks})", tuple(columns.values()))
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise ProductError(f"product {product.name!r} already exists; use 'product set' to change it") from None
 
     def update_product(self, name: str, **changes: Any) -> Product:

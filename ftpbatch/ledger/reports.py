@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING, Iterator
 
 from ..lazy import lazy_module
@@ -14,9 +13,10 @@ else:  # imported on first use: `product list` and `status` never need it
 
 from .. import codes
 from .blockqueue import BlockQueue
-from .db import Database
+from .db import Connection, Database
 from .messages import last_row_stored
 from .records import StatusTally
+from .sql import read_frame
 
 _REPORT_COLUMNS = (
     "row_no, destination, climsgid, account, upstream_id, parts, status, error_code, error_text, "
@@ -59,11 +59,11 @@ class ReportStore:
         while low < last_row:
             high = low + chunk_rows
             with self.db.snapshot() as conn:  # rows and untaken block messages as of one moment
-                frame = pd.read_sql_query(
+                frame = read_frame(
+                    conn,
                     f"SELECT {_REPORT_COLUMNS} FROM messages "
                     "WHERE batch_seq = ? AND row_no > ? AND row_no <= ? ORDER BY row_no",
-                    conn,
-                    params=(batch_seq, low, high),
+                    (batch_seq, low, high),
                 )
                 waiting = self._waiting_rows(conn, batch_seq, low, high)
             if waiting is not None:
@@ -73,7 +73,7 @@ class ReportStore:
                 yield frame
             low = high
 
-    def _waiting_rows(self, conn: sqlite3.Connection, batch_seq: int, low: int, high: int) -> pd.DataFrame | None:
+    def _waiting_rows(self, conn: Connection, batch_seq: int, low: int, high: int) -> pd.DataFrame | None:
         """Report rows for block messages in (low, high] not taken yet: queued, never sent."""
         pieces = []
         for block in conn.execute(

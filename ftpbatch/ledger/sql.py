@@ -1,13 +1,25 @@
-"""SQL helpers every store shares: chunked IN-lists, VALUES lists, counters.
+"""SQL helpers every store shares: chunked IN-lists, VALUES lists, counters, and the dialect's words.
 
 SQLite binds at most 32,766 parameters per statement (PostgreSQL 65,535):
 long id lists are cut into chunks so any ledger size stays within both.
+
+The stores' SQL is written once for both backends; the few expressions the
+two engines spell differently come from the functions below that take a
+dialect (``SQLITE`` or ``POSTGRESQL``, see ledger/db.py), and the rest of
+the translation (placeholders, types) is ledger/pg.py's.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
+
+from ..lazy import lazy_module
+from .db import POSTGRESQL, SQLITE, Connection
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 T = TypeVar("T")
 
@@ -34,7 +46,7 @@ def in_lists(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[tuple[str, Se
         yield ", ".join("?" * len(part)), part
 
 
-def bump_counter(tx: sqlite3.Connection, name: str, by: int = 1) -> None:
+def bump_counter(tx: Connection, name: str, by: int = 1) -> None:
     """Add ``by`` to the counter ``name`` (table ``counters``), in the caller's transaction."""
     tx.execute(
         "INSERT INTO counters (name, value) VALUES (?, ?) "
@@ -43,6 +55,32 @@ def bump_counter(tx: sqlite3.Connection, name: str, by: int = 1) -> None:
     )
 
 
-def read_counter(conn: sqlite3.Connection, name: str) -> int:
+def read_counter(conn: Connection, name: str) -> int:
     row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def dialect_of(conn: Connection) -> str:
+    """``POSTGRESQL`` for a connection of the PostgreSQL ledger, else ``SQLITE``."""
+    return str(getattr(conn, "dialect", SQLITE))
+
+
+def greatest(dialect: str) -> str:
+    """The SQL function giving the largest of its arguments (SQLite's multi-argument MAX)."""
+    return "GREATEST" if dialect == POSTGRESQL else "MAX"
+
+
+def whole_quotient(expr: str, divisor: int, dialect: str) -> str:
+    """``expr / divisor`` rounded down to an integer, for ``expr >= 0`` (SQLite's CAST truncates, PostgreSQL's rounds)."""
+    if dialect == POSTGRESQL:
+        return f"CAST(FLOOR(({expr}) / {divisor}) AS BIGINT)"
+    return f"CAST(({expr}) / {divisor} AS INTEGER)"
+
+
+def read_frame(conn: Connection, sql: str, params: Sequence[Any]) -> pd.DataFrame:
+    """A query's rows as a DataFrame, as ``pandas.read_sql_query`` makes it from SQLite."""
+    if dialect_of(conn) == SQLITE:
+        return pd.read_sql_query(sql, conn, params=params)
+    cur: Any = conn.execute(sql, params)
+    columns = [c.name for c in cur.description]
+    return pd.DataFrame.from_records([tuple(r) for r in cur.fetchall()], columns=columns, coerce_float=True)

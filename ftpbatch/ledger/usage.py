@@ -12,6 +12,7 @@ from __future__ import annotations
 from .. import codes
 from .db import Database
 from .records import UsageCount
+from .sql import whole_quotient
 
 _DAY = 86400
 
@@ -22,10 +23,10 @@ _GROUPS = {"day": (True, False), "product": (False, True), "day_product": (True,
 _FAILED = (codes.UNDELIVERABLE, codes.ROUTING_ERROR, codes.EXPIRED)
 
 
-def _group_keys(group: str, when: str) -> str:
+def _group_keys(group: str, when: str, dialect: str) -> str:
     """The ``day, product`` columns of a grouping; ``when`` is the SQL for a message's usage time."""
     by_day, by_product = _GROUPS[group]
-    day = f"CAST({when} / {_DAY} AS INTEGER)" if by_day else "NULL"
+    day = whole_quotient(when, _DAY, dialect) if by_day else "NULL"
     return f"{day} AS day, {'b.product' if by_product else 'NULL'} AS product"
 
 
@@ -72,7 +73,7 @@ class UsageStore:
         """
         failed = ", ".join(f"'{s}'" for s in _FAILED)
         sent_rows = (
-            f"SELECT {_group_keys(group, _WHEN)}, COUNT(*) AS messages, "
+            f"SELECT {_group_keys(group, _WHEN, self.db.dialect)}, COUNT(*) AS messages, "
             "COALESCE(SUM(CASE WHEN m.submitted_at IS NOT NULL THEN m.parts ELSE 0 END), 0) AS parts, "
             f"COALESCE(SUM(CASE WHEN m.status = '{codes.DELIVERED}' THEN 1 ELSE 0 END), 0) AS delivered, "
             f"COALESCE(SUM(CASE WHEN m.status IN ({failed}) OR (m.status = '{codes.ERROR}' AND m.attempt > 0) "
@@ -83,13 +84,13 @@ class UsageStore:
         )
         # messages still in blocks were never sent: they count on their file's day
         waiting = (
-            f"SELECT {_group_keys(group, 'b.received_at')}, SUM(k.size - k.taken), 0, 0, 0, 0 "
+            f"SELECT {_group_keys(group, 'b.received_at', self.db.dialect)}, SUM(k.size - k.taken), 0, 0, 0, 0 "
             "FROM batches b JOIN message_blocks k ON k.batch_seq = b.seq "
             f"WHERE k.taken < k.size AND {_filters(product, since, until, 'b.received_at')} GROUP BY 1, 2"
         )
         sql = (
             "SELECT day, product, SUM(messages), SUM(parts), SUM(delivered), SUM(failed), SUM(rejected) "
-            f"FROM ({sent_rows} UNION ALL {waiting}) GROUP BY 1, 2 ORDER BY 1, 2"
+            f"FROM ({sent_rows} UNION ALL {waiting}) AS u GROUP BY 1, 2 ORDER BY 1, 2"
         )
         params = [*_filter_params(product, since, until), *_filter_params(product, since, until)]
         rows = self.db.connection().execute(sql, params).fetchall()

@@ -154,7 +154,7 @@ def read_status(settings: Settings) -> dict[str, Any]:
             pass  # the file is a few seconds old at most; good enough
     if not running:
         server = {**server, "running": False, "ready": False}
-    ledger = Ledger(settings.db_path)
+    ledger = Ledger(settings.ledger_location)
     try:
         fresh = ledger_status(ledger)  # the ledger is the truth; the file may lag it by an interval
     finally:

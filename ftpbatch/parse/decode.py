@@ -234,6 +234,12 @@ def open_source(path: Path, max_bytes: int | None = None) -> tuple[Source, bytes
     elif magic.startswith(ZIP_EMPTY_MAGIC):
         raise BatchRejected("the zip archive is empty: put the batch file inside it", code=codes.E_MALFORMED)
     elif magic.startswith(ZIP_MAGIC) and not is_workbook_zip(path):
+        if not zipfile.is_zipfile(path) and _names_workbook_parts(path):
+            raise BatchRejected(
+                "the file is an Excel workbook, but it is damaged (cut short or corrupt) and cannot be read: "
+                "save it again as .xlsx or CSV and upload it again",
+                code=codes.E_MALFORMED,
+            )
         source = Source(path, "zip", _only_member(path, limit), limit)
     else:
         source = Source(path, "plain", limit=limit)
@@ -258,6 +264,18 @@ def is_workbook_zip(file: Path | BinaryIO) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
     return "[Content_Types].xml" in names
+
+
+def _names_workbook_parts(path: Path) -> bool:
+    """True when the first local headers of a (broken) zip name the parts of an Excel workbook.
+
+    A workbook cut short has lost its central directory, so ``zipfile``
+    cannot list it; the local headers at the front still carry the part
+    names (``[Content_Types].xml``, ``xl/workbook.xml``, ``xl/worksheets/``).
+    """
+    with open(path, "rb") as raw:
+        head = raw.read(HEAD_BYTES)
+    return any(part in head for part in (b"[Content_Types].xml", b"xl/workbook.xml", b"xl/worksheets/"))
 
 
 def _reject_nested(source: Source, head: bytes) -> None:

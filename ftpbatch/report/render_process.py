@@ -37,13 +37,16 @@ from .files import Counts, ReportWriter
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
+# how the child learns where the ledger is
+_LOCATION_ENV = "FTPBATCH_REPORT_LEDGER"
 
 
 class ReportProcess:
     """Writes a batch's report files in the helper process; the caller waits without the GIL."""
 
-    def __init__(self, db_path: Path, root: Path, fallback: ReportWriter) -> None:
-        self.db_path = db_path
+    def __init__(self, ledger_location: str | Path, root: Path, fallback: ReportWriter) -> None:
+        #: the ledger's file or URL (handed to the child in its environment: a URL may hold a password)
+        self.ledger_location = str(ledger_location)
         self.root = root
         self.fallback = fallback
         self._child: subprocess.Popen[bytes] | None = None
@@ -71,9 +74,10 @@ class ReportProcess:
         if self._child is None:
             # the same ftpbatch as this process, installed or not
             package_parent = str(Path(__file__).resolve().parents[2])
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
+                   _LOCATION_ENV: self.ledger_location}
             self._child = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(self.db_path), str(self.root)],
+                [sys.executable, "-m", __name__, str(self.root)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,  # stderr: the gateway's, for its log lines
             )
         return self._child
@@ -114,8 +118,8 @@ def main(argv: list[str]) -> None:
     from ..ledger import Ledger
     from ..storage import LocalStorage
 
-    db_path, root = Path(argv[0]), Path(argv[1])
-    ledger = Ledger(db_path)
+    root = Path(argv[0])
+    ledger = Ledger(os.environ[_LOCATION_ENV])
     try:
         serve(sys.stdin.buffer, sys.stdout.buffer, ReportWriter(ledger, LocalStorage(root)))
     finally:

@@ -69,7 +69,7 @@ class Reporter:
         self.writer = ReportWriter(ledger, storage)
         #: Batches of at least this many rows are written by the report process; None: never.
         self.offload_rows = offload_rows
-        self.process = ReportProcess(ledger.db.path, storage.root, self.writer)
+        self.process = ReportProcess(ledger.db.location, storage.root, self.writer)
         self.interval = interval
         #: Each product's reports/usage-YYYY-MM.csv, refreshed from this thread.
         self.usage = usage

@@ -16,6 +16,7 @@ transaction):
     inbound    MO messages, receipt queries, parked receipts (inbound.py)
     optouts    each product's opt-out list (122)      (optouts.py)
     controls   pause, resume, cancel of a batch       (controls.py)
+    nodes      the nodes serving, their heartbeats    (nodes.py)
 
 The stores' public methods are also the ledger's own (the same bound
 methods, no wrapper code): that flat surface is :class:`LedgerProtocol`
@@ -40,17 +41,18 @@ from .inbound import InboundStore
 from .leases import LeaseStore
 from .messages import MessageStore
 from .migrations import migrate
+from .nodes import NodeStore
 from .optouts import OptOutStore
 from .outbox import OutboxStore
 from .products import ProductStore
 from .protocol import LedgerProtocol
-from .records import AddressBan, OptOut
+from .records import AddressBan, NodeState, OptOut
 from .reports import ReportStore
 from .ssh_keys import SshAccess, SshKeyStore
 from .sql import bump_counter, read_counter
 from .usage import UsageStore
 
-__all__ = ["AddressBan", "Ledger", "LedgerProtocol", "OptOut", "SshAccess"]
+__all__ = ["AddressBan", "Ledger", "LedgerProtocol", "NodeState", "OptOut", "SshAccess"]
 
 
 class Ledger:
@@ -79,6 +81,7 @@ class Ledger:
         self.controls = ControlStore(self.db, self.messages)
         #: SSH keys and the keys-only flag of each product (SFTP)
         self.ssh_keys = SshKeyStore(self.db)
+        self.nodes = NodeStore(self.db)
         # products
         self.add_product = self.products.add_product
         self.update_product = self.products.update_product
@@ -97,6 +100,7 @@ class Ledger:
         self.reject_batch = self.batches.reject_batch
         self.finish_intake = self.batches.finish_intake
         self.set_callback_level = self.batches.set_callback_level
+        self.set_notes = self.batches.set_notes
         self.set_spool_path = self.batches.set_spool_path
         self.complete_batch = self.batches.complete_batch
         self.finish_check = self.batches.finish_check
@@ -151,6 +155,14 @@ class Ledger:
         self.active_bans = self.bans.active_bans
         self.lift_ban = self.bans.lift_ban
         self.prune_bans = self.bans.prune_bans
+        # nodes
+        self.node_started = self.nodes.node_started
+        self.node_heartbeat = self.nodes.node_heartbeat
+        self.node_stopped = self.nodes.node_stopped
+        self.get_node = self.nodes.get_node
+        self.list_nodes = self.nodes.list_nodes
+        self.live_nodes = self.nodes.live_nodes
+        self.forget_node = self.nodes.forget_node
 
     @property
     def receipt_timeout(self) -> float:

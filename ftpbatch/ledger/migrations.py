@@ -280,6 +280,47 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        8,
+        "notes on rows and batches",
+        """
+        -- what was assumed about a row (a number read as national because a
+        -- spreadsheet dropped its leading 0): report.csv's note column; only
+        -- the few rows with a note have a row here, so intake stays cheap
+        CREATE TABLE message_notes (
+            batch_seq  INTEGER NOT NULL REFERENCES batches(seq),
+            row_no     INTEGER NOT NULL,
+            note       TEXT NOT NULL,
+            PRIMARY KEY (batch_seq, row_no)
+        );
+        -- what a sender should know about the whole file (only the first
+        -- sheet of a workbook read), one note a line: summary.json's notes
+        ALTER TABLE batches ADD COLUMN notes TEXT;
+        """,
+    ),
+    (
+        9,
+        "nodes",
+        """
+        -- every gateway process serving on this ledger (serve --node-id), one
+        -- row per node id: written at start and by its heartbeat every second
+        -- or so (see ledger/nodes.py); a node whose heartbeat is older than its
+        -- lease_seconds is down, and its message leases have expired
+        CREATE TABLE nodes (
+            node_id        TEXT PRIMARY KEY,
+            host           TEXT NOT NULL,
+            pid            INTEGER NOT NULL,
+            started_at     REAL NOT NULL,
+            heartbeat_at   REAL NOT NULL,
+            lease_seconds  REAL NOT NULL,     -- [dispatch] lease_seconds of the node
+            ftp_address    TEXT NOT NULL DEFAULT '',
+            binds          INTEGER NOT NULL DEFAULT 0,   -- upstream binds open now
+            leases         INTEGER NOT NULL DEFAULT 0,   -- messages it holds leased now
+            detail         TEXT NOT NULL DEFAULT '{}',   -- JSON: more of what the node holds
+            stopped_at     REAL                          -- a clean stop; NULL while it runs (or died)
+        );
+        """,
+    ),
 ]
 
 

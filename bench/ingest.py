@@ -1,6 +1,8 @@
 """Ingest benchmark: claim -> every message queued in the ledger, against bare pandas.read_csv.
 
     python bench/ingest.py --rows 1000000
+    python bench/ingest.py --rows 1000000 --pg     # SQLite and a throw-away PostgreSQL, same run
+    python bench/ingest.py --rows 1000000 --ledger postgresql://user@host/db
 
 Generates an N-row CSV (texts of ~60 varied characters, 90% valid national
 numbers), then measures in one run, each in a fresh process so peak RSS is
@@ -8,7 +10,9 @@ its own:
 
 * baseline: ``pandas.read_csv`` of the same file (``dtype=str``);
 * ftpbatch: from the claim into the spool to the batch's last message stored
-  (parse, rules, ledger), through the same code the server runs.
+  (parse, rules, ledger), through the same code the server runs; on the
+  SQLite ledger in the root, and with ``--pg``/``--ledger`` also on
+  PostgreSQL (a fresh database; bench/_pg.py).
 
 Prints a table and one JSON line with rows/s, the ratio ftpbatch/baseline
 and peak RSS of each.
@@ -32,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from _output import print_result  # noqa: E402  (bench/ is on the path when run as a script)
+import _pg  # noqa: E402
 
 WORDS = (
     "your order has shipped and will arrive tomorrow between nine and five thanks for shopping with us "
@@ -70,16 +75,16 @@ def run_baseline(path: Path) -> dict[str, float]:
     return {"seconds": seconds, "rows": len(frame), "peak_rss_mb": peak_rss_mb()}
 
 
-def run_ftpbatch(path: Path, workdir: Path) -> dict[str, float]:
+def run_ftpbatch(path: Path, workdir: Path, ledger_at: str = "") -> dict[str, float]:
     from ftpbatch.intake.ingest import Ingest
     from ftpbatch.ledger import Ledger
     from ftpbatch.models import Product
     from ftpbatch.storage import LocalStorage
 
-    root = workdir / "root"
+    root = workdir / ("root-pg" if ledger_at else "root")
     storage = LocalStorage(root)
     storage.prepare()
-    ledger = Ledger(root / "ftpbatch.db")
+    ledger = Ledger(ledger_at or root / "ftpbatch.db")
     ledger.add_product(Product("bench", "not-a-login", dial_prefix="44", duplicate_window_hours=0))
     inbox = storage.ensure_home("bench") / "inbox"
     target = inbox / "bench.csv"
@@ -99,13 +104,17 @@ def run_ftpbatch(path: Path, workdir: Path) -> dict[str, float]:
 
 
 def child(kind: str, path: str, workdir: str) -> None:
-    result = run_baseline(Path(path)) if kind == "baseline" else run_ftpbatch(Path(path), Path(workdir))
+    # the ledger's URL comes in the environment (a URL may hold a password; argv is visible in ps)
+    ledger_at = os.environ.get("FTPBATCH_BENCH_LEDGER", "")
+    result = run_baseline(Path(path)) if kind == "baseline" else run_ftpbatch(Path(path), Path(workdir), ledger_at)
     print(json.dumps(result))
 
 
-def measure(kind: str, path: Path, workdir: Path) -> dict[str, float]:
+def measure(kind: str, path: Path, workdir: Path, ledger_at: str = "") -> dict[str, float]:
+    env = {**os.environ, "FTPBATCH_BENCH_LEDGER": ledger_at}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(path), str(workdir)], check=True, capture_output=True, text=True
+        [sys.executable, __file__, "--child", kind, str(path), str(workdir)], check=True, capture_output=True, text=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -114,17 +123,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    _pg.add_arguments(parser)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    with tempfile.TemporaryDirectory(prefix="ftpbatch-bench-") as tmp:
+    on_pg: dict[str, float] | None = None
+    with tempfile.TemporaryDirectory(prefix="ftpbatch-bench-") as tmp, _pg.databases(args) as new_database:
         workdir = Path(tmp)
         path = workdir / "batch.csv"
         generate(path, args.rows)
         size_mb = path.stat().st_size / 1e6
         baseline = measure("baseline", path, workdir)
         ours = measure("ftpbatch", path, workdir)
+        if new_database is not None:
+            on_pg = measure("ftpbatch", path, workdir, new_database())
     ratio = ours["seconds"] / baseline["seconds"]
     result = {
         "benchmark": "ingest",
@@ -138,6 +151,14 @@ def main() -> None:
         "ftpbatch_peak_rss_mb": round(ours["peak_rss_mb"]),
         "queued_rows": ours["rows"],
     }
+    if on_pg is not None:
+        result.update({
+            "postgresql_claim_to_queued_s": round(on_pg["seconds"], 3),
+            "postgresql_rows_per_s": round(args.rows / on_pg["seconds"]),
+            "postgresql_vs_sqlite": round(on_pg["seconds"] / ours["seconds"], 2),
+            "postgresql_peak_rss_mb": round(on_pg["peak_rss_mb"]),
+            "postgresql_queued_rows": on_pg["rows"],
+        })
     print_result(result)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence
 
 from ..models import Batch, MoMessage, OutboundMessage, Product, QueryOutcome, QueryRequest, Receipt, SubmitResult
+from .jobs import JobHolder
 from .records import AddressBan, CallbackBacklog, CallbackJob, CallbackOutcome, OptOut, StatusTally, UsageCount
 
 if TYPE_CHECKING:
@@ -86,7 +87,18 @@ class DispatchLedger(Protocol):
     def add_optouts(self, product: str, numbers: Iterable[str], source: str, now: float | None = None) -> int: ...
 
 
-class LedgerProtocol(ProductLedger, IntakeLedger, DispatchLedger, Protocol):
+class JobsLedger(Protocol):
+    """Job leases: work one node does at a time, and numbered slots (binds of an account); ledger/jobs.py."""
+
+    def take_job(self, name: str, holder: str, seconds: float, now: float | None = None) -> bool: ...
+    def take_slot(self, prefix: str, slots: int, holder: str, seconds: float, now: float | None = None) -> str | None: ...
+    def renew_job(self, name: str, holder: str, seconds: float, now: float | None = None) -> bool: ...
+    def release_job(self, name: str, holder: str) -> bool: ...
+    def release_jobs_of(self, holder: str) -> int: ...
+    def job_holders(self, prefix: str = "") -> list[JobHolder]: ...
+
+
+class LedgerProtocol(ProductLedger, IntakeLedger, DispatchLedger, JobsLedger, Protocol):
     """The whole ledger, as every backend provides it."""
 
     # batches

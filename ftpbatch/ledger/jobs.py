@@ -25,6 +25,8 @@ must keep their clocks in step (NTP), well within a lease's length.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from typing import Callable, NamedTuple, Protocol
 
@@ -101,6 +103,11 @@ class JobStore:
             (prefix, prefix),
         ).fetchall()
         return [JobHolder(r[0], r[1], float(r[2]), float(r[3])) for r in rows]
+
+
+def this_process() -> str:
+    """A holder name for a process that was given no node id: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class JobLedger(Protocol):

@@ -1,7 +1,7 @@
 """Ingest benchmark: claim -> every message queued in the ledger, against bare pandas.read_csv.
 
     python bench/ingest.py --rows 1000000
-    python bench/ingest.py --rows 1000000 --pg     # SQLite and a throw-away PostgreSQL, same run
+    python bench/ingest.py --rows 1000000 --pg     # also on a throw-away PostgreSQL, same run
     python bench/ingest.py --rows 1000000 --ledger postgresql://user@host/db
 
 Generates an N-row CSV (texts of ~60 varied characters, 90% valid national
@@ -10,9 +10,15 @@ its own:
 
 * baseline: ``pandas.read_csv`` of the same file (``dtype=str``);
 * ftpbatch: from the claim into the spool to the batch's last message stored
-  (parse, rules, ledger), through the same code the server runs; on the
-  SQLite ledger in the root, and with ``--pg``/``--ledger`` also on
-  PostgreSQL (a fresh database; bench/_pg.py).
+  (parse, rules, ledger), through the same code the server runs; with
+  ``--pg``/``--ledger`` also with the ledger on PostgreSQL (a fresh
+  database; bench/_pg.py);
+* ftpbatch with opt-outs: the same, with ``--optouts`` numbers (default
+  100,000; half of them numbers of the file) on the product's opt-out list,
+  so every row is checked against it (122). Its baseline is the plain ftpbatch
+  run: ``optouts_added_s`` is the difference (noisy on a busy machine), and
+  ``optout_lookup_s`` the opt-out work alone, timed inside the run (reading
+  the list from the ledger once, then one vectorised look-up per chunk).
 
 Prints a table and one JSON line with rows/s, the ratio ftpbatch/baseline
 and peak RSS of each.
@@ -29,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,17 +82,35 @@ def run_baseline(path: Path) -> dict[str, float]:
     return {"seconds": seconds, "rows": len(frame), "peak_rss_mb": peak_rss_mb()}
 
 
-def run_ftpbatch(path: Path, workdir: Path, ledger_at: str = "") -> dict[str, float]:
+def optout_numbers(path: Path, count: int, seed: int = 2) -> list[str]:
+    """``count`` E.164 numbers: half taken from the file's first rows (so they match), half random."""
+    from_file: list[str] = []
+    with path.open(encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            to = line.split(",", 1)[0]
+            if len(to) == 11 and to.startswith("07"):
+                from_file.append("44" + to[1:])
+                if len(from_file) >= count // 2:
+                    break
+    rng = np.random.default_rng(seed)
+    random = [f"447{n:09d}" for n in rng.integers(0, 10**9, count - len(from_file)).tolist()]
+    return from_file + random
+
+
+def run_ftpbatch(path: Path, workdir: Path, optouts: Path | None = None, ledger_at: str = "") -> dict[str, float]:
     from ftpbatch.intake.ingest import Ingest
     from ftpbatch.ledger import Ledger
     from ftpbatch.models import Product
     from ftpbatch.storage import LocalStorage
 
-    root = workdir / ("root-pg" if ledger_at else "root")
+    root = workdir / ("root-optouts" if optouts else "root-pg" if ledger_at else "root")
     storage = LocalStorage(root)
     storage.prepare()
     ledger = Ledger(ledger_at or root / "ftpbatch.db")
     ledger.add_product(Product("bench", "not-a-login", dial_prefix="44", duplicate_window_hours=0))
+    if optouts is not None:
+        ledger.add_optouts("bench", optouts.read_text().split(), "cli")
     inbox = storage.ensure_home("bench") / "inbox"
     target = inbox / "bench.csv"
     os.link(path, target) if path.stat().st_dev == inbox.stat().st_dev else target.write_bytes(path.read_bytes())
@@ -99,22 +124,48 @@ def run_ftpbatch(path: Path, workdir: Path, ledger_at: str = "") -> dict[str, fl
 
     done = ledger.get_batch(batch_id)
     assert done is not None and done.state == "dispatching", done
-    queued = sum(t.messages for t in ledger.status_counts(done.seq))
-    return {"seconds": seconds, "rows": queued, "peak_rss_mb": peak_rss_mb()}
+    tallies = ledger.status_counts(done.seq)
+    queued = sum(t.messages for t in tallies)
+    opted_out = ledger.db.connection().execute(
+        "SELECT COUNT(*) FROM messages WHERE batch_seq = ? AND error_code = '122'", (done.seq,)).fetchone()[0]
+    optout_s = optout_lookup_seconds(ledger, path) if optouts is not None else 0.0
+    return {"seconds": seconds, "rows": queued, "peak_rss_mb": peak_rss_mb(), "optout_s": optout_s,
+            "opted_out": opted_out}
+
+
+def optout_lookup_seconds(ledger: Any, path: Path, chunk_rows: int = 250_000) -> float:
+    """The opt-out work of one batch alone, as ingest does it: the list read once, one vectorised look-up per chunk."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from ftpbatch.rules import optout_keys
+    from ftpbatch.rules.apply import in_sorted
+    from ftpbatch.rules.numbers import normalise
+
+    column = pd.read_csv(path, usecols=["to"], dtype=str, keep_default_na=False)["to"]
+    chunks = [normalise(pa.chunked_array([pa.array(column.iloc[i:i + chunk_rows].tolist(), type=pa.large_string())]), "44")
+              for i in range(0, len(column), chunk_rows)]
+    started = time.perf_counter()
+    keys = optout_keys(ledger.optout_numbers("bench"))
+    for dest in chunks:
+        in_sorted(dest.number, keys) & dest.valid
+    return time.perf_counter() - started
 
 
 def child(kind: str, path: str, workdir: str) -> None:
-    # the ledger's URL comes in the environment (a URL may hold a password; argv is visible in ps)
-    ledger_at = os.environ.get("FTPBATCH_BENCH_LEDGER", "")
-    result = run_baseline(Path(path)) if kind == "baseline" else run_ftpbatch(Path(path), Path(workdir), ledger_at)
+    if kind == "baseline":
+        result = run_baseline(Path(path))
+    else:
+        optouts = Path(workdir) / "optouts.txt" if kind == "optouts" else None
+        # the ledger's URL comes in the environment (a URL may hold a password; argv is visible in ps)
+        result = run_ftpbatch(Path(path), Path(workdir), optouts, os.environ.get("FTPBATCH_BENCH_LEDGER", ""))
     print(json.dumps(result))
 
 
 def measure(kind: str, path: Path, workdir: Path, ledger_at: str = "") -> dict[str, float]:
-    env = {**os.environ, "FTPBATCH_BENCH_LEDGER": ledger_at}
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(path), str(workdir)], check=True, capture_output=True, text=True,
-        env=env,
+        env={**os.environ, "FTPBATCH_BENCH_LEDGER": ledger_at},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -122,6 +173,7 @@ def measure(kind: str, path: Path, workdir: Path, ledger_at: str = "") -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--optouts", type=int, default=100_000, help="numbers on the opt-out list of the third run")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     _pg.add_arguments(parser)
     args = parser.parse_args()
@@ -134,8 +186,10 @@ def main() -> None:
         path = workdir / "batch.csv"
         generate(path, args.rows)
         size_mb = path.stat().st_size / 1e6
+        (workdir / "optouts.txt").write_text("\n".join(optout_numbers(path, args.optouts)))
         baseline = measure("baseline", path, workdir)
         ours = measure("ftpbatch", path, workdir)
+        with_optouts = measure("optouts", path, workdir)
         if new_database is not None:
             on_pg = measure("ftpbatch", path, workdir, new_database())
     ratio = ours["seconds"] / baseline["seconds"]
@@ -150,6 +204,11 @@ def main() -> None:
         "baseline_peak_rss_mb": round(baseline["peak_rss_mb"]),
         "ftpbatch_peak_rss_mb": round(ours["peak_rss_mb"]),
         "queued_rows": ours["rows"],
+        "optouts": args.optouts,
+        "ftpbatch_with_optouts_s": round(with_optouts["seconds"], 3),
+        "optouts_added_s": round(with_optouts["seconds"] - ours["seconds"], 3),
+        "optout_lookup_s": round(with_optouts["optout_s"], 3),
+        "rows_opted_out_122": with_optouts["opted_out"],
     }
     if on_pg is not None:
         result.update({

@@ -54,6 +54,9 @@ def rows_for(name: str, results: list[dict]) -> list[tuple[str, str, str, str]]:
             table.append((f"ingest {r['rows']:,} rows: claim -> queued", f"{r['ftpbatch_claim_to_queued_s']} s",
                           f"read_csv {r['baseline_read_csv_s']} s", f"{r['ratio']}x"))
             table.append(("ingest peak RSS", f"{r['ftpbatch_peak_rss_mb']} MB", f"read_csv {r['baseline_peak_rss_mb']} MB", ""))
+            if "optouts" in r:
+                table.append((f"  with {r['optouts']:,} opt-outs (122 look-up alone)", f"{r['ftpbatch_with_optouts_s']} s "
+                              f"({r['optout_lookup_s']} s)", f"without {r['ftpbatch_claim_to_queued_s']} s", ""))
         elif name == "dispatch":
             table.append((f"dispatch {r['messages']:,} msgs w/ receipts, mean of {r['rounds']}", f"{r['ftpbatch_msgs_per_s_with_receipts']}/s",
                           f"bare smpp34 on uvloop {r['bare_smpp34_uvloop_msgs_per_s_with_receipts']}/s", f"{r['ratio']}x"))

@@ -127,6 +127,20 @@ class DispatchSettings:
     #: Seconds a receipt that matches no message stays parked (re-tried) before
     #: it is counted as never matched.
     parked_receipt_expiry: float = 3600.0
+    #: MO texts that opt their sender out of the product whose sender address
+    #: they were sent to (comma-separated; case-insensitive, trimmed).
+    optout_keywords: str = "STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT"
+
+    def __post_init__(self) -> None:
+        self.keywords()  # fail at start-up
+
+    def keywords(self) -> frozenset[str]:
+        """``optout_keywords`` as upper-case words; accepts "STOP, END" and a TOML list."""
+        text = self.optout_keywords.strip().strip("[]")
+        words = frozenset(w.strip().strip("'\"").strip().upper() for w in text.split(",") if w.strip())
+        if any(not w or any(c.isspace() for c in w) for w in words):
+            raise ConfigError(f"[dispatch] optout_keywords must be single words separated by commas, not {self.optout_keywords!r}")
+        return words
 
 
 @dataclass(frozen=True)

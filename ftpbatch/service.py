@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings
 from .dispatch.connectors import make_connector
 from .dispatch.dispatcher import Dispatcher
+from .dispatch.stop_replies import StopReplies
 from .ftp.server import GatewayFTPServer
 from .intake.ingest import Ingest
 from .intake.watcher import Intake
@@ -79,6 +80,8 @@ class Gateway:
             receipt_query_after=settings.dispatch.receipt_query_after,
             parked_receipt_expiry=settings.dispatch.parked_receipt_expiry,
         )
+        # STOP replies: an MO with an opt-out keyword to a product's sender opts its source out
+        self.dispatcher.add_mo_listener(StopReplies(self.ledger, settings.dispatch.keywords(), self.metrics.mo_optout))
         self.ingest = Ingest(
             self.ledger,
             self.storage,

@@ -350,3 +350,21 @@ def test_parser_text_without_code_is_dropped() -> None:
 def test_empty_chunk() -> None:
     out = apply()
     assert tuple(out.columns) == OUTPUT_COLUMNS and len(out) == 0
+
+
+def test_opted_out_destinations_get_122_after_105_and_before_the_text_checks():
+    from ftpbatch.rules import optout_keys
+
+    rules = BatchRules(ProductRules(dial_prefix="44"), NOW, opted_out=["447700900123", "not a number", "447700900999"])
+    out = rules.apply(chunk(ok(), ok(to="07700 900123", text=""), ok(to="447700900124"), ok(to="12"), ok(to="07700900999")))
+    assert codes(out) == ["122", "122", None, "105", "122"]
+    assert out["status"].tolist() == ["005", "005", "002", "005", "005"]
+    assert "opted out" in out["error_text"].iloc[0]
+    # one binary search per chunk agrees with numpy's isin on any numbers
+    rng = np.random.default_rng(7)
+    keys = optout_keys(str(n) for n in rng.integers(10**10, 10**11, 5000).tolist())
+    values = np.concatenate([keys[::7], rng.integers(10**10, 10**11, 5000).astype(np.uint64), np.array([0, 2**64 - 1], dtype=np.uint64)])
+    from ftpbatch.rules.apply import in_sorted
+
+    assert (in_sorted(values, keys) == np.isin(values, keys)).all()
+    assert not in_sorted(values, optout_keys([])).any()

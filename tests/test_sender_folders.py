@@ -246,3 +246,46 @@ def test_batch_pause_and_resume_from_the_command_line(tmp_path: Path, smsc_facto
     assert summary["counts"]["delivered"] == 120
     done = cli(root, "batch", "resume", batch_id)
     assert done.returncode == 2 and "is complete" in done.stderr
+
+
+def test_stop_reply_from_the_smsc_opts_the_number_out_and_the_next_batch_rejects_it_122(tmp_path: Path, smsc_factory) -> None:
+    import socket
+    import urllib.request
+
+    stopper, bystander = NUMBERS[2], NUMBERS[3]
+    # a STOP (any case, padded) to the product's sender; a STOP to nobody's address; a text that is no keyword
+    smsc = smsc_factory("happy", receipt_delay=0.05,
+                        mo=[f"{stopper}:12345:  stop ", f"{bystander}:99999:STOP", f"{bystander}:12345:stop please"])
+    root = tmp_path / "root"
+    account = add_product(root, "bank", "bank-password", sender="12345")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    with ServerProcess(root, "--connector", smsc.url(), "--metrics-port", str(metrics_port)) as server:
+        with server.ftp(account) as client:
+            assert wait_until(lambda: [(r["number"], r["source"]) for r in optout_csv(client)] == [(stopper, "stop-reply")])
+            assert wait_until(lambda: b'ftpbatch_mo_optouts_total{result="unmatched"} 1.0'
+                              in urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read())
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+            assert b'ftpbatch_mo_optouts_total{result="optout"} 1.0' in metrics
+            upload(client, "after-stop.csv", ("to,text\n" + "".join(f"{n},hi {n}\n" for n in NUMBERS[:5])).encode())
+        summary = wait_for_summary(root, "bank", "after-stop.csv", ("complete",), timeout=30)
+    report = read_report(root, "bank", summary)
+    assert [(r["to"], r["status"]) for r in report if r["error_code"] == "122"] == [(stopper, "005")]
+    assert {e["dest"] for e in smsc.submits()} == set(NUMBERS[:5]) - {stopper}
+    assert "matches no product's sender address" in server.log()
+
+
+def test_optout_keywords_are_a_setting_of_dispatch(tmp_path: Path) -> None:
+    import pytest
+
+    from ftpbatch.config import DispatchSettings, default_toml, load_settings
+    from ftpbatch.errors import ConfigError
+
+    assert DispatchSettings().keywords() == {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
+    assert "optout_keywords" in default_toml()
+    (tmp_path / "ftpbatch.toml").write_text('[dispatch]\noptout_keywords = ["halt", " Arrete "]\n')
+    assert load_settings(tmp_path, environ={}).dispatch.keywords() == {"HALT", "ARRETE"}
+    assert load_settings(tmp_path, environ={"FTPBATCH_DISPATCH_OPTOUT_KEYWORDS": "stop,fin"}).dispatch.keywords() == {"STOP", "FIN"}
+    with pytest.raises(ConfigError, match="single words"):
+        DispatchSettings(optout_keywords="stop now, end")

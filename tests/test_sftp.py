@@ -383,3 +383,32 @@ def test_metrics_count_sftp_logins_and_uploads_and_status_shows_the_listener(sit
     assert f"sftp       up    127.0.0.1:{server.sftp_port}" in status
     fingerprint = json.loads(_cli_output(server.root, "status", "--json"))["components"]["sftp"]["host_key"]
     assert fingerprint.startswith("SHA256:") and fingerprint in status
+
+
+def test_check_optout_and_control_uploads_over_sftp_reach_intake(site):
+    server, openssh, keys = site
+    work = openssh.workdir
+    (work / "dry.csv").write_bytes(rows("dry-run"))
+    (work / "numbers.txt").write_bytes(b"447700900123\n447700900124\n")
+    (work / "01NOSUCHBATCH0000000000000.pause").write_bytes(b"")
+    done = openssh.with_key("acme", keys["sender"], "put dry.csv /check/dry.csv\nput numbers.txt /optout/numbers.txt\n"
+                            "put 01NOSUCHBATCH0000000000000.pause /control/01NOSUCHBATCH0000000000000.pause\n")
+    assert done.returncode == 0, done.stderr
+    summary = wait_for_summary(server.root, "acme", "dry.csv", ("checked",))
+    assert summary["counts"]["rows"] == 2 and summary["dry_run"] is True
+    reports = server.root / "homes" / "acme" / "reports"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (
+        (reports / "01NOSUCHBATCH0000000000000.pause.error.txt").exists()
+        and "447700900124" in (reports / "optout.csv").read_text()
+    ):
+        time.sleep(0.05)
+    assert "There is no batch" in (reports / "01NOSUCHBATCH0000000000000.pause.error.txt").read_text()
+    assert [line.split(",")[::2] for line in (reports / "optout.csv").read_text().splitlines()[1:]] == [
+        ["447700900123", "ftp"], ["447700900124", "ftp"]]
+    # a pending file renamed from /check into /inbox is a batch that is sent (as with FTP)
+    (work / "later.csv.part").write_bytes(rows("later"))
+    moved = openssh.with_key("acme", keys["sender"], "put later.csv.part /check/later.csv.part\n"
+                             "rename /check/later.csv.part /inbox/later.csv\n")
+    assert moved.returncode == 0, moved.stderr
+    assert wait_for_summary(server.root, "acme", "later.csv", ("complete",))["counts"]["delivered"] == 2

@@ -113,6 +113,12 @@ class Metrics:
             self.callbacks.labels(result)
         self.ftp_logins = Counter("ftpbatch_ftp_logins", "FTP logins by result (ok, failed).", ["result"], registry=r)
         self.logins = Counter("ftpbatch_logins", "Logins by protocol (ftp, sftp) and result (ok, failed).", ["protocol", "result"], registry=r)
+        self.mo_optouts = Counter(
+            "ftpbatch_mo_optouts", "MO messages with an opt-out keyword, by result (optout; unmatched: no product's sender).",
+            ["result"], registry=r,
+        )
+        for result in ("optout", "unmatched"):
+            self.mo_optouts.labels(result)
         if ledger is not None:
             r.register(LedgerCollector(ledger, ledger_cache_seconds))
 
@@ -124,6 +130,10 @@ class Metrics:
     def sftp_login(self, result: str) -> None:
         """Count one SFTP login: ``ok`` or ``failed`` (from the SFTP loop)."""
         self.logins.labels("sftp", result).inc()
+
+    def mo_optout(self, result: str) -> None:
+        """Count one STOP reply: ``optout`` or ``unmatched`` (from the dispatch sink)."""
+        self.mo_optouts.labels(result).inc()
 
     def callback_outcome(self, result: str, seconds: float) -> None:
         self.callbacks.labels(result).inc()

@@ -161,7 +161,7 @@ class BatchRules:
 
         # 122 opted out: one vectorised look-up of the chunk's numbers in the product's list
         if len(self._opted_out):
-            opted = np.isin(dest.number, self._opted_out, assume_unique=False) & dest.valid
+            opted = in_sorted(dest.number, self._opted_out) & dest.valid
             verdicts.reject(
                 opted,
                 codes.E_OPTED_OUT,
@@ -272,9 +272,26 @@ class BatchRules:
 
 
 def optout_keys(digits: Iterable[str]) -> np.ndarray:
-    """E.164 digit strings -> the sorted uint64 keys ``dest.number`` is compared with (bad entries dropped)."""
-    keys = [int(n) for n in digits if n.isdigit() and 0 < len(n) <= numbers.MAX_DIGITS]
-    return np.unique(np.array(keys, dtype=np.uint64))
+    """E.164 digit strings -> the sorted, unique uint64 keys ``dest.number`` is compared with.
+
+    One Arrow cast for the whole list (100,000 numbers in a few milliseconds);
+    an entry that is no number (never stored so, but not trusted) is dropped.
+    """
+    texts = pa.array(list(digits), type=pa.string())
+    if len(texts) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    plausible = pc.and_(pc.utf8_is_digit(texts), pc.less_equal(pc.utf8_length(texts), numbers.MAX_DIGITS))
+    keys = pc.cast(texts.filter(pc.fill_null(plausible, False)), pa.uint64())
+    return np.unique(keys.to_numpy(zero_copy_only=False))
+
+
+def in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``np.isin(values, keys)`` for sorted unique ``keys``: a binary search per value, no sort of ``values``."""
+    if len(keys) == 0:
+        return np.zeros(len(values), dtype=bool)
+    at = np.searchsorted(keys, values)
+    at[at == len(keys)] = 0
+    return np.asarray(keys[at] == values)
 
 
 def _parts_sentences(parts: np.ndarray, gsm: np.ndarray, max_parts: int) -> pa.ChunkedArray:

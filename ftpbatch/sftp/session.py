@@ -85,7 +85,7 @@ def _closed_by_client() -> bool:
     return caller == "_process_close"
 
 
-_RENAMES_ONLY = "Files can only be renamed inside /inbox, /check, /optout or /control (within one of them)."
+_RENAMES_ONLY = "Files can only be renamed inside /inbox, /check, /optout and /control."
 
 
 class ProductSFTPServer(asyncssh.SFTPServer):
@@ -284,8 +284,7 @@ class ProductSFTPServer(asyncssh.SFTPServer):
         old, new = self._may("f", oldpath), self._may("f", newpath)
         if not visible(os.path.dirname(old), os.path.basename(old)) or not os.path.isfile(old):
             raise asyncssh.SFTPNoSuchFile("No such file")
-        folder = upload_folder(self.home, old)
-        if folder is None or upload_folder(self.home, new) != folder:
+        if upload_folder(self.home, old) is None or upload_folder(self.home, new) is None:
             raise asyncssh.SFTPPermissionDenied(_RENAMES_ONLY)
         self._new_name(new)
         os.replace(old, new)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-from . import __version__, cli_senders, cli_ssh
+from . import __version__, cli_senders, cli_ssh, cli_status
 from .config import SETTINGS_FILE, Settings, default_toml, load_settings, root_path
 from .errors import FtpbatchError, NotFound, PathError, ProductError, UsageError
 from .logs import configure as configure_logs
@@ -107,6 +107,7 @@ def build_parser(prog: str = "ftpbatch") -> argparse.ArgumentParser:
     init.add_argument("--no-tls", action="store_true", help="do not create a self-signed TLS certificate")
 
     serve = commands.add_parser("serve", help="run the FTP server and the pipeline")
+    serve.add_argument("--node-id", help="this node's name among the nodes of one ledger (default: [node_id], else the host name)")
     serve.add_argument("--ftp-host")
     serve.add_argument("--ftp-port", type=int)
     serve.add_argument("--passive-ports", metavar="A-B")
@@ -224,7 +225,7 @@ def _require_root(args: argparse.Namespace) -> None:
         raise NotFound(f"no ftpbatch data root at {root}{where}; run '{args.prog} --root {root} init' to create one")
 
 
-def _settings(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(args.root, {**overrides, "ledger": {"url": getattr(args, "ledger", None)}})
 
 
@@ -301,6 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sftp={"port": args.sftp_port, "host": args.sftp_host, "host_key": cli_ssh.host_key_override(args.sftp_host_key)},
         dispatch={"connector": args.connector},
         metrics={"port": args.metrics_port},
+        node_id=args.node_id,
     )
     _configure_logging(json_lines=args.log_json)
     gateway = Gateway(settings)
@@ -568,20 +570,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- status -------------------------------------------------------------------
-def cmd_status(args: argparse.Namespace) -> int:
-    from .ops.status import read_status, render_status
-
-    settings = _settings(args)
-    document = read_status(settings)
-    if args.json:
-        print(json.dumps(document, indent=2))
-    else:
-        sys.stdout.write(render_status(document))
-    server = document.get("server", {})
-    return 0 if server.get("running") and server.get("ready") else 1
-
-
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init,
     "serve": cmd_serve,
@@ -591,7 +579,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ban": cmd_ban,
     "optout": lambda args: cli_senders.cmd_optout(args, _settings(args)),
     "report": cmd_report,
-    "status": cmd_status,
+    "status": lambda args: cli_status.cmd_status(_settings(args), args.json),
 }
 
 if __name__ == "__main__":  # pragma: no cover

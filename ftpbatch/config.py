@@ -219,7 +219,9 @@ class LedgerSettings:
 @dataclass(frozen=True)
 class Settings:
     root: Path = Path(DEFAULT_ROOT)
-    #: Identifies this machine in leases (DESIGN.md §12.6).
+    #: This node's name among the nodes sharing one ledger (leases, the nodes
+    #: table, ``ftpbatch status``; DESIGN.md §12.6); default: the host name.
+    #: Also ``FTPBATCH_NODE_ID`` or ``serve --node-id NAME``.
     node_id: str = field(default_factory=socket.gethostname)
     ftp: FtpSettings = field(default_factory=FtpSettings)
     sftp: SftpSettings = field(default_factory=SftpSettings)
@@ -263,19 +265,20 @@ def root_path(root: str | os.PathLike[str] | None = None, environ: Mapping[str, 
 
 def load_settings(
     root: str | os.PathLike[str] | None = None,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build the settings from defaults, the TOML file, environment and flags.
 
     ``overrides`` maps a section name to the values given on the command line
-    (``{"ftp": {"port": 2121}}``); ``None`` values mean "not given".
+    (``{"ftp": {"port": 2121}}``, and ``node_id`` at the top); ``None`` values mean "not given".
     """
     env = os.environ if environ is None else environ
     root_dir = root_path(root, env)
     layers: list[Mapping[str, Any]] = [_read_toml(root_dir / SETTINGS_FILE), _from_environ(env)]
     if overrides:
-        layers.append({s: {k: v for k, v in vals.items() if v is not None} for s, vals in overrides.items()})
+        layers.append({s: {k: v for k, v in vals.items() if v is not None} if isinstance(vals, Mapping) else vals
+                       for s, vals in overrides.items() if vals is not None})
 
     top: dict[str, Any] = {"root": root_dir}
     sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
@@ -366,7 +369,11 @@ def default_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """
     chosen = values or {}
     hints = typing.get_type_hints(Settings)
-    lines = [_TOML_HEADER.rstrip("\n")]
+    lines = [_TOML_HEADER.rstrip("\n"), ""]
+    # top-level keys come before the first table; the node id stays commented out
+    # (the file is shared by every node on one data root: each names itself)
+    lines += [f"# {line}" if line else "#" for line in _field_docs(Settings).get("node_id", [])]
+    lines.append("# node_id =")
     for section in _SECTIONS:
         cls = hints[section]
         docs = _field_docs(cls)

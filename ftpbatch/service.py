@@ -30,6 +30,7 @@ from .models import Batch
 from .ops.health import component_states
 from .ops.http import OpsServer
 from .ops.metrics import GatewayCollector, MeteredConnector, Metrics
+from .ops.nodes import NodeHeartbeat
 from .ops.status import StatusBoard
 from .report.callbacks import CallbackSender
 from .report.reporter import Reporter
@@ -117,6 +118,13 @@ class Gateway:
                 settings.sftp, settings.ftp, self.ledger, self.storage, self.intake.uploaded, self.guard,
                 on_login=self.metrics.sftp_login,
             )
+        # this node's row in the ledger (nodes table) and its heartbeat: only a serving gateway
+        self.heartbeat: NodeHeartbeat | None = None
+        if self.ftp is not None:
+            self.heartbeat = NodeHeartbeat(
+                self.ledger, self.node_id, settings.dispatch.lease_seconds, ftp_address=self._ftp_address,
+                binds=lambda: self.connector.binds, leases=lambda: self.dispatcher.in_flight,
+            )
         self._started = False
         # status.json and the component gauges: only a serving gateway has them
         self.status_board: StatusBoard | None = None
@@ -126,10 +134,20 @@ class Gateway:
         # Start order; stop is the reverse. The observers first (they report the
         # start-up and the shutdown), then each stage before the one feeding it.
         candidates: list[Service | None] = [
-            self.ops, self.status_board, self.reporter, self.callbacks, self.dispatcher, self.ingest,
+            self.heartbeat, self.ops, self.status_board, self.reporter, self.callbacks, self.dispatcher, self.ingest,
             self.intake, self.guard, self.ftp, self.sftp,
         ]
         self.services: list[Service] = [s for s in candidates if s is not None]
+
+    def _ftp_address(self) -> str:
+        """Where FTP clients reach this node: the masquerade address if set, else the listener's."""
+        if self.ftp is None:
+            return ""
+        try:
+            host, port = self.ftp.address
+        except OSError:  # the listener is closed: stopping
+            return ""
+        return f"{self.settings.ftp.masquerade_address or host}:{port}"
 
     def _dispatch_changed(self) -> None:
         self.reporter.wake()

@@ -51,7 +51,7 @@ def test_healthz_goes_unready_when_the_connector_is_down(tmp_path: Path):
         assert code == 503
         assert json.loads(body) == {
             "ready": False,
-            "components": {"ops-http": True, "status-board": True, "reporter": True, "callbacks": True, "dispatcher": True, "ingest": True, "intake": True, "guard": True, "ftp": True, "connector": False},
+            "components": {"heartbeat": True, "ops-http": True, "status-board": True, "reporter": True, "callbacks": True, "dispatcher": True, "ingest": True, "intake": True, "guard": True, "ftp": True, "connector": False},
         }
         metrics = get(f"{url}/metrics")[1].decode()
         assert "ftpbatch_ready 0.0" in metrics and 'ftpbatch_up{component="connector"} 0.0' in metrics
@@ -140,7 +140,7 @@ def test_healthz_of_a_server_whose_smsc_refuses_is_503(tmp_path: Path):
     with ServerProcess(tmp_path, "--connector", f"smpp://esme:pw@127.0.0.1:{smsc_port}", "--metrics-port", str(metrics_port)):
         code, body = get(f"http://127.0.0.1:{metrics_port}/healthz")
         assert code == 503
-        assert json.loads(body)["components"] == {"ops-http": True, "status-board": True, "reporter": True, "callbacks": True, "dispatcher": True, "ingest": True, "intake": True, "guard": True, "ftp": True, "connector": False}
+        assert json.loads(body)["components"] == {"heartbeat": True, "ops-http": True, "status-board": True, "reporter": True, "callbacks": True, "dispatcher": True, "ingest": True, "intake": True, "guard": True, "ftp": True, "connector": False}
         deadline = time.monotonic() + 10
         while True:  # the first bind attempt runs in the background
             status = json.loads(get(f"http://127.0.0.1:{metrics_port}/status")[1])
@@ -184,6 +184,7 @@ def test_batched_histogram_exposes_what_a_prometheus_histogram_would():
         ("dispatcher", "ftpbatch.dispatch.dispatcher.Dispatcher", "_feed"),
         ("ingest", "ftpbatch.intake.ingest.Ingest", "_run"),
         ("reporter", "ftpbatch.report.reporter.Reporter", "_run"),
+        ("heartbeat", "ftpbatch.ops.nodes.NodeHeartbeat", "_run"),
     ],
 )
 def test_a_dead_service_thread_makes_healthz_unhealthy(tmp_path: Path, monkeypatch, service: str, cls: str, loop: str):

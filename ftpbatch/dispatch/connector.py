@@ -89,6 +89,11 @@ class Connector(abc.ABC):
     def is_up(self) -> bool:
         """True while the connector can accept submits."""
 
+    @property
+    def binds(self) -> int:
+        """Upstream binds (sessions) open now, what an SMSC counts per account: one link while up."""
+        return 1 if self.is_up else 0
+
     @abc.abstractmethod
     def stop(self, timeout: float = 5.0) -> None:
         """Stop sending, answer or retry what is outstanding, disconnect."""

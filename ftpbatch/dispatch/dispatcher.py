@@ -97,6 +97,11 @@ class Dispatcher:
         self.started_at = time.time()
         self._mo_listeners: list[MoListener] = []
 
+    @property
+    def in_flight(self) -> int:
+        """Messages this node holds leased whose answer is not in the ledger yet."""
+        return self._in_flight
+
     def add_mo_listener(self, listener: MoListener) -> None:
         """Call ``listener(messages)`` with every batch of MO messages, right after they are stored.
 

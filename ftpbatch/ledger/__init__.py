@@ -16,6 +16,7 @@ transaction):
     inbound    MO messages, receipt queries, parked receipts (inbound.py)
     optouts    each product's opt-out list (122)      (optouts.py)
     controls   pause, resume, cancel of a batch       (controls.py)
+    nodes      the nodes serving, their heartbeats    (nodes.py)
     jobs       job leases: work done by one node      (jobs.py)
 
 The stores' public methods are also the ledger's own (the same bound
@@ -42,17 +43,18 @@ from .jobs import JobStore
 from .leases import LeaseStore
 from .messages import MessageStore
 from .migrations import migrate
+from .nodes import NodeStore
 from .optouts import OptOutStore
 from .outbox import OutboxStore
 from .products import ProductStore
 from .protocol import LedgerProtocol
-from .records import AddressBan, OptOut
+from .records import AddressBan, NodeState, OptOut
 from .reports import ReportStore
 from .ssh_keys import SshAccess, SshKeyStore
 from .sql import bump_counter, read_counter
 from .usage import UsageStore
 
-__all__ = ["AddressBan", "Ledger", "LedgerProtocol", "OptOut", "SshAccess"]
+__all__ = ["AddressBan", "Ledger", "LedgerProtocol", "NodeState", "OptOut", "SshAccess"]
 
 
 class Ledger:
@@ -81,6 +83,7 @@ class Ledger:
         self.controls = ControlStore(self.db, self.messages)
         #: SSH keys and the keys-only flag of each product (SFTP)
         self.ssh_keys = SshKeyStore(self.db)
+        self.nodes = NodeStore(self.db)
         #: job leases (work one node does at a time) and bind slots
         self.jobs = JobStore(self.db)
         # products
@@ -162,6 +165,14 @@ class Ledger:
         self.active_bans = self.bans.active_bans
         self.lift_ban = self.bans.lift_ban
         self.prune_bans = self.bans.prune_bans
+        # nodes
+        self.node_started = self.nodes.node_started
+        self.node_heartbeat = self.nodes.node_heartbeat
+        self.node_stopped = self.nodes.node_stopped
+        self.get_node = self.nodes.get_node
+        self.list_nodes = self.nodes.list_nodes
+        self.live_nodes = self.nodes.live_nodes
+        self.forget_node = self.nodes.forget_node
 
     @property
     def receipt_timeout(self) -> float:

@@ -281,6 +281,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        9,
+        "nodes",
+        """
+        -- every gateway process serving on this ledger (serve --node-id), one
+        -- row per node id: written at start and by its heartbeat every second
+        -- or so (see ledger/nodes.py); a node whose heartbeat is older than its
+        -- lease_seconds is down, and its message leases have expired
+        CREATE TABLE nodes (
+            node_id        TEXT PRIMARY KEY,
+            host           TEXT NOT NULL,
+            pid            INTEGER NOT NULL,
+            started_at     REAL NOT NULL,
+            heartbeat_at   REAL NOT NULL,
+            lease_seconds  REAL NOT NULL,     -- [dispatch] lease_seconds of the node
+            ftp_address    TEXT NOT NULL DEFAULT '',
+            binds          INTEGER NOT NULL DEFAULT 0,   -- upstream binds open now
+            leases         INTEGER NOT NULL DEFAULT 0,   -- messages it holds leased now
+            detail         TEXT NOT NULL DEFAULT '{}',   -- JSON: more of what the node holds
+            stopped_at     REAL                          -- a clean stop; NULL while it runs (or died)
+        );
+        """,
+    ),
+    (
         11,
         "job leases",
         """

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 
 class OptOut(NamedTuple):
@@ -79,3 +79,31 @@ class UsageCount:
     delivered: int
     failed: int
     rejected: int
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One gateway node as the ledger knows it (table ``nodes``, ledger/nodes.py)."""
+
+    node_id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    #: the node's [dispatch] lease_seconds: a heartbeat older than this, and the node is down
+    lease_seconds: float
+    ftp_address: str
+    binds: int
+    leases: int
+    stopped_at: float | None
+    #: more of what the node holds (other leases, jobs), as its heartbeat last said
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def heartbeat_age(self, now: float) -> float:
+        return max(0.0, now - self.heartbeat_at)
+
+    def state(self, now: float) -> str:
+        """``up``; ``stopped`` (stopped cleanly); ``down``: no heartbeat for longer than its leases last."""
+        if self.stopped_at is not None:
+            return "stopped"
+        return "down" if self.heartbeat_age(now) > self.lease_seconds else "up"

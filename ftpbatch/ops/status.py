@@ -27,6 +27,7 @@ from ..config import Settings
 from ..ledger import Ledger
 from ..lifecycle import all_alive
 from .health import GatewayView
+from .nodes import node_documents, render_nodes
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def ledger_status(ledger: Ledger) -> dict[str, Any]:
         ],
         "receipts": {**ledger.inbound.unmatched_receipts(),
                      **{f"queries_{k}": n for k, n in ledger.inbound.query_tally().items()}},
+        # every node serving on this ledger (several machines share one PostgreSQL ledger)
+        "nodes": node_documents(ledger),
     }
 
 
@@ -219,6 +222,7 @@ def render_status(document: dict[str, Any]) -> str:
         lines.append(f"ftpbatch is not running (last seen {_when(server.get('stopped_at') or server.get('updated_at'))})")
     else:
         lines.append("ftpbatch is not running (no status.json: it has not served from this root yet)")
+    lines += render_nodes(document.get("nodes") or [])
     products = document.get("products") or []
     names = [p["name"] + ("" if p.get("enabled", True) else " (disabled)") for p in products]
     lines.append(f"products ({len(products)}): {', '.join(names) if names else 'none'}")

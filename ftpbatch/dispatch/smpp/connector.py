@@ -100,6 +100,7 @@ class SmppConnector(Connector):
         self._results: list[SubmitResult] = []
         self._flush_scheduled = False
         self._grace: asyncio.TimerHandle | None = None
+        self._sessions: list[Session] = []  # the bound sessions now (binds)
 
     @classmethod
     def from_url(cls, url: str, *, split: Splitter | None = None) -> SmppConnector:
@@ -189,6 +190,11 @@ class SmppConnector(Connector):
     @property
     def is_up(self) -> bool:
         return self._up and not self._stopping
+
+    @property
+    def binds(self) -> int:
+        """Sessions bound now: one transceiver, or a transmitter and a receiver."""
+        return sum(1 for session in self._sessions if session.alive)
 
     def stop(self, timeout: float = 5.0) -> None:
         thread, loop = self._thread, self._loop
@@ -378,6 +384,7 @@ class SmppConnector(Connector):
         """Send and receive until a session closes or the connector stops; returns why it ended."""
         tx = sessions[0]
         self._queries.session = tx
+        self._sessions = list(sessions)
         tasks = [asyncio.create_task(self._sender.run(tx)), asyncio.create_task(self._queries.run())]
         tasks += [asyncio.create_task(session.keepalive(self.settings.enquire_link, self.settings.response_timeout))
                   for session in sessions]
@@ -395,6 +402,7 @@ class SmppConnector(Connector):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sender.idle.wait(), max(0.0, self._stop_timeout - 1.0))
         self._queries.session = None
+        self._sessions = []
         reason = next((session.reason for session in sessions if not session.alive), "stopped")
         await self._close(sessions, unbind=stopping)
         for task in tasks:

@@ -141,6 +141,8 @@ class Batch:
     dry_run: bool = False
     #: leasing of its messages is paused (/control, ``batch pause``); in-flight ones finish
     paused: bool = False
+    #: what the sender should know about the whole file (only the first sheet of a workbook read)
+    notes: tuple[str, ...] = ()
 
     @property
     def intake_done(self) -> bool:

@@ -129,8 +129,12 @@ def decorated(draw: st.DrawFn, digits: str) -> str:
 def test_any_decoration_normalises_to_the_digits(data: st.DataObject, digits: str, intl: str) -> None:
     raw = intl + data.draw(decorated(digits))
     assert normalise_destination(raw) == digits
-    # A dial prefix changes nothing for a number that does not start with 0.
-    assert normalise_destination(raw, "44") == digits
+    # A dial prefix changes nothing for a number that does not start with 0,
+    # unless the number, written without + or 00, is no valid international
+    # number but has the length of a UK national one: then it is read as one.
+    with_prefix = normalise_destination(raw, "44")
+    if with_prefix != digits:
+        assert intl == "" and with_prefix == "44" + digits and len(digits) in (9, 10) and not _valid(digits)
 
 
 @settings(max_examples=200, deadline=None)
@@ -178,3 +182,79 @@ def test_strict_check_uses_libphonenumber() -> None:
     assert strict["error_code"].tolist()[1:] == ["105", "105"]
     assert pd.isna(strict["error_code"].iloc[0])
     assert "not a number in use" in strict["error_text"].iloc[1]
+
+
+def _valid(digits: str) -> bool:
+    import phonenumbers
+
+    try:
+        return bool(phonenumbers.is_valid_number(phonenumbers.parse("+" + digits)))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+# --- national numbers whose leading 0 a spreadsheet dropped (issue 15, point 4) ----------------
+@pytest.mark.parametrize(
+    ("raw", "prefix", "expected"),
+    [
+        # Excel's number 7700900023 (typed as 07700 900023): not +7 700 900 023 but the UK number
+        ("7700900023", "44", "447700900023"),
+        ("7911 123456", "44", "447911123456"),
+        ("2079460000", "44", "442079460000"),
+        # a real international number is sent as written, whatever the dial prefix
+        ("4915112345678", "44", "4915112345678"),
+        ("33612345678", "44", "33612345678"),
+        ("447700900023", "44", "447700900023"),
+        # ... also when it has the length of a UK national number (10 digits): Danish mobile, Brussels
+        ("4520123456", "44", "4520123456"),
+        ("3222345678", "44", "3222345678"),
+        # written as international (+ or 00): never reinterpreted
+        ("+7700900023", "44", "7700900023"),
+        ("007700900023", "44", "7700900023"),
+        # without a dial prefix there is no country to read it in
+        ("7700900023", None, "7700900023"),
+        # a length the country's numbers do not have: left alone (8 digits for the UK)
+        ("77009000", "44", "77009000"),
+        # shorter than an international number can be, but a whole Icelandic one
+        ("5512345", "354", "3545512345"),
+    ],
+)
+def test_a_number_without_its_leading_0_is_read_as_national(raw: str, prefix: str | None, expected: str) -> None:
+    assert normalise_destination(raw, prefix) == expected
+
+
+def test_rules_say_in_a_note_which_numbers_were_read_as_national() -> None:
+    import datetime as dt
+
+    from ftpbatch.rules import BatchRules, ProductRules
+
+    chunk = pd.DataFrame(
+        {"row": [1, 2, 3], "to": ["7700900023", "4915112345678", "07700900024"], "text": ["a", "b", "c"]}
+    )
+    out = BatchRules(ProductRules(dial_prefix="44"), dt.datetime.now(dt.timezone.utc)).apply(chunk)
+    assert out["destination"].tolist() == ["447700900023", "4915112345678", "447700900024"]
+    assert out["error_code"].isna().all()
+    assert out["note"].iloc[0] == (
+        "read as a national number of +44: '7700900023' is not a valid international number, "
+        "and spreadsheets drop a national number's leading 0"
+    )
+    assert out["note"].iloc[1:].isna().all()
+
+
+def test_libphonenumber_sees_only_the_candidate_rows_once_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from ftpbatch.rules import BatchRules, ProductRules
+    from ftpbatch.rules.national import NationalReading
+
+    asked: list[int] = []
+    check = NationalReading._check
+    monkeypatch.setattr(NationalReading, "_check", lambda self, value: asked.append(value) or check(self, value))
+    n = 20_000
+    usual = [f"447700{i:06d}" for i in range(n // 2)] + [f"07700{i:06d}" for i in range(n // 2)]
+    rules = BatchRules(ProductRules(dial_prefix="44"), dt.datetime.now(dt.timezone.utc))
+    rules.apply(pd.DataFrame({"row": range(1, n + 1), "to": usual, "text": "hi"}))
+    assert asked == []  # prefixed, trunk-0 and international rows never reach libphonenumber
+    odd = usual[:100] + ["7700900023"] * 50 + ["+4915112345678", "4915112345678"]
+    rules.apply(pd.DataFrame({"row": range(1, len(odd) + 1), "to": odd, "text": "hi"}))
+    assert asked == [7700900023]  # 13 digits is no UK length: the German number is no candidate

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: the columns of a checked batch's report.csv
-CHECK_COLUMNS = ["row", "to", "climsgid", "parts", "encoding", "status", "status_text", "error_code", "error_text"]
+CHECK_COLUMNS = [
+    "row", "to", "climsgid", "parts", "encoding", "status", "status_text", "error_code", "error_text", "note",
+]
 _WOULD = {codes.QUEUED: "would be sent", codes.SCHEDULED: "would be sent at its time", codes.ERROR: "error with message"}
 
 
@@ -55,6 +57,7 @@ def _check_frame(frame: pd.DataFrame) -> pd.DataFrame:
         "status_text": status.map(_WOULD).fillna(""),
         "error_code": frame["error_code"].fillna("").astype(str),
         "error_text": neutralise(frame["error_text"]),
+        "note": neutralise(frame["note"]) if "note" in frame.columns else "",
     })[CHECK_COLUMNS]
 
 

@@ -197,6 +197,8 @@ class Ingest:
         )
         # a key:value file's callback: line applies from the first message on
         self.ledger.set_callback_level(batch.seq, parsed.callback_level)
+        if parsed.notes:  # e.g. only the first sheet of a workbook read: summary.json says so
+            self.ledger.set_notes(batch.seq, parsed.notes)
         # the opt-out list as of the moment the batch is taken in (122): one read, then vectorised per chunk
         rules = BatchRules(product_rules(product), dt.datetime.now(dt.timezone.utc), self.ledger.optout_numbers(product.name))
         checked_chunks = (rules.apply(chunk) for chunk in parsed.chunks)

@@ -104,6 +104,7 @@ class Ledger:
         self.reject_batch = self.batches.reject_batch
         self.finish_intake = self.batches.finish_intake
         self.set_callback_level = self.batches.set_callback_level
+        self.set_notes = self.batches.set_notes
         self.set_spool_path = self.batches.set_spool_path
         self.complete_batch = self.batches.complete_batch
         self.finish_check = self.batches.finish_check

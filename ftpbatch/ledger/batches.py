@@ -19,13 +19,14 @@ from .sql import in_lists
 
 _BATCH_COLUMNS = (
     "seq, id, product, file_name, spool_path, source, state, received_at, updated_at, sha256, "
-    "size_bytes, error_code, error_text, duplicate_of, callback_level, rows, completed_at, dry_run, paused"
+    "size_bytes, error_code, error_text, duplicate_of, callback_level, rows, completed_at, dry_run, paused, notes"
 )
 
 
 def _batch(row: Row) -> Batch:
     fields = {k: row[k] for k in row.keys()}
     fields["dry_run"], fields["paused"] = bool(fields["dry_run"]), bool(fields["paused"])
+    fields["notes"] = tuple(fields["notes"].splitlines()) if fields["notes"] else ()
     return Batch(**fields)
 
 
@@ -192,6 +193,13 @@ class BatchStore:
         """
         with self.db.transaction() as tx:
             tx.execute("UPDATE batches SET callback_level = ? WHERE seq = ?", (callback_level, seq))
+
+    def set_notes(self, seq: int, notes: Sequence[str]) -> None:
+        """What the sender should know about the whole file (e.g. only its first sheet read): summary.json's notes."""
+        text = "\n".join(" ".join(note.split()) for note in notes) or None
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE batches SET notes = ? WHERE seq = ?", (text, seq))
+            touch_batches(tx, [seq], time.time())
 
     def set_spool_path(self, seq: int, path: str) -> None:
         with self.db.transaction() as tx:

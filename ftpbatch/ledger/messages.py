@@ -105,6 +105,12 @@ class MessageStore:
                 # rows born scheduled (011) or rejected (005) are status changes a callback may report
                 rows = individual["row"]
                 queue_callbacks_for_batch(tx, batch_seq, now, (int(rows.iloc[0]), int(rows.iloc[-1])))
+            if "note" in frame.columns and frame["note"].notna().any():
+                noted = frame[frame["note"].notna()]
+                tx.executemany(
+                    "INSERT INTO message_notes (batch_seq, row_no, note) VALUES (?, ?, ?)",
+                    zip([batch_seq] * len(noted), noted["row"].astype("int64").tolist(), _values(noted["note"])),
+                )
             touch_batches(tx, [batch_seq], now)
 
     def _insert_rows(self, tx: Connection, batch_seq: int, product: str, frame: pd.DataFrame, now: float) -> None:

@@ -281,6 +281,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        8,
+        "notes on rows and batches",
+        """
+        -- what was assumed about a row (a number read as national because a
+        -- spreadsheet dropped its leading 0): report.csv's note column; only
+        -- the few rows with a note have a row here, so intake stays cheap
+        CREATE TABLE message_notes (
+            batch_seq  INTEGER NOT NULL REFERENCES batches(seq),
+            row_no     INTEGER NOT NULL,
+            note       TEXT NOT NULL,
+            PRIMARY KEY (batch_seq, row_no)
+        );
+        -- what a sender should know about the whole file (only the first
+        -- sheet of a workbook read), one note a line: summary.json's notes
+        ALTER TABLE batches ADD COLUMN notes TEXT;
+        """,
+    ),
+    (
         9,
         "nodes",
         """

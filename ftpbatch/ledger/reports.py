@@ -66,9 +66,16 @@ class ReportStore:
                     (batch_seq, low, high),
                 )
                 waiting = self._waiting_rows(conn, batch_seq, low, high)
+                notes = conn.execute(
+                    "SELECT row_no, note FROM message_notes WHERE batch_seq = ? AND row_no > ? AND row_no <= ?",
+                    (batch_seq, low, high),
+                ).fetchall()
             if waiting is not None:
                 frame = pd.concat([frame, waiting], ignore_index=True) if len(frame) else waiting
                 frame = frame.sort_values("row_no", kind="stable", ignore_index=True)
+            # the few rows with a note (a number read as national), by row
+            by_row = {int(r[0]): r[1] for r in notes}
+            frame["note"] = frame["row_no"].map(by_row) if by_row else None
             if len(frame):
                 yield frame
             low = high

@@ -15,7 +15,7 @@ Modules: ``decode`` (gzip/zip, encoding scan), ``detect`` (format sniffing),
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -47,6 +47,8 @@ class ParsedFile:
     encoding: str  # "utf-8", "utf-8-sig", "utf-16" or "cp1252" ("utf-8" for xlsx: its XML is UTF-8)
     callback_level: int | None  # from a key:value ``callback:`` line (0-3), else None
     chunks: Iterator[pd.DataFrame]
+    #: what the sender should know about the whole file (e.g. only the first sheet of a workbook read)
+    notes: list[str] = field(default_factory=list)
 
 
 def open_batch(
@@ -80,8 +82,9 @@ def open_batch(
     reject_binary_office(head, original_name)
     if is_workbook(head):
         # openpyxl needs to seek; a compressed member is seekable, if slowly.
-        chunks = read_xlsx(source.open, original_name, chunk_rows, source.expansion_limit())
-        return ParsedFile("xlsx", "utf-8", None, chunks)
+        notes: list[str] = []
+        chunks = read_xlsx(source.open, original_name, chunk_rows, source.expansion_limit(), notes)
+        return ParsedFile("xlsx", "utf-8", None, chunks, notes)
     encoding = detect_encoding(source, head)
     head_text = decode_head(head, encoding)
     if is_key_value(head_text):

@@ -73,6 +73,15 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+def other_sheets_note(titles: list[str]) -> str:
+    """What summary.json says of a workbook of several sheets: only the first one is read."""
+    others = ", ".join(repr(t) for t in titles[1:6]) + (", ..." if len(titles) > 6 else "")
+    return (
+        f"the workbook has {len(titles)} sheets and only the first, {titles[0]!r}, was read "
+        f"(not {others}): put every message on the first sheet, or upload each sheet as a file of its own"
+    )
+
+
 def _row_cells(row: tuple[Any, ...]) -> list[str]:
     cells = [cell_text(v) for v in row]
     while cells and not cells[-1].strip():
@@ -81,7 +90,11 @@ def _row_cells(row: tuple[Any, ...]) -> list[str]:
 
 
 def read_xlsx(
-    open_stream: Callable[[], BinaryIO], original_name: str, chunk_rows: int, limit: ExpansionLimit
+    open_stream: Callable[[], BinaryIO],
+    original_name: str,
+    chunk_rows: int,
+    limit: ExpansionLimit,
+    notes: list[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Open the first sheet now, read its rows later.
 
@@ -90,14 +103,15 @@ def read_xlsx(
     so does (131) a package whose parts declare more than ``limit`` bytes in
     all. The returned generator owns the open workbook: closing it (or
     dropping it) releases the file even if no chunk was ever asked for.
+    A workbook of several sheets adds a sentence saying so to ``notes``.
     """
-    chunks = _sheet_chunks(open_stream, original_name, chunk_rows, limit)
+    chunks = _sheet_chunks(open_stream, original_name, chunk_rows, limit, notes if notes is not None else [])
     next(chunks)  # run up to the header check
     return chunks  # the None sentinel was consumed by the next() above
 
 
 def _sheet_chunks(
-    open_stream: Callable[[], BinaryIO], original_name: str, chunk_rows: int, limit: ExpansionLimit
+    open_stream: Callable[[], BinaryIO], original_name: str, chunk_rows: int, limit: ExpansionLimit, notes: list[str]
 ) -> Generator[pd.DataFrame | None, None, None]:
     stream = open_stream()
     book = None
@@ -107,6 +121,8 @@ def _sheet_chunks(
             with _quiet():
                 book = load_workbook(stream, read_only=True, data_only=True)
                 sheet = book.worksheets[0]
+                if len(book.worksheets) > 1:
+                    notes.append(other_sheets_note([ws.title for ws in book.worksheets]))
                 # Some writers record a wrong used range (A1:A1); openpyxl
                 # would believe it and cut the rows short.
                 sheet.reset_dimensions()

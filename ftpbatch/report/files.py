@@ -34,6 +34,7 @@ REPORT_COLUMNS = [
     "submitted_at",
     "updated_at",
     "possible_duplicate",
+    "note",
 ]
 
 # Spreadsheet programs run cells starting with these as formulas; a sender's
@@ -122,6 +123,7 @@ def summary_document(batch: Batch, counts: Counts) -> dict[str, Any]:
         "error_code": batch.error_code,
         "error_text": batch.error_text,
         "duplicate_of": batch.duplicate_of,
+        "notes": list(batch.notes),
         "counts": document_counts,
         "parts": counts.parts,
         "received_at": iso(batch.received_at),
@@ -179,6 +181,7 @@ def report_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "submitted_at": _iso_column(frame["submitted_at"]),
             "updated_at": _iso_column(frame["updated_at"]),
             "possible_duplicate": frame["possible_duplicate"].map({1: "1"}).fillna(""),
+            "note": _neutralise(frame["note"]) if "note" in frame.columns else "",
         }
     )
     return out[REPORT_COLUMNS]

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from .. import codes
 from . import numbers, schedule, sender
 from ._arrow import STRING, as_chunked, from_choices, sentence, take_mask, to_arrow, to_bool, to_int, to_pandas_str
+from .national import NationalReading
 from .duplicates import DuplicateIndex, message_keys, text_hashes
 from .segments import GSM7, UCS2, TextMetrics, text_metrics
 
@@ -43,6 +44,7 @@ OUTPUT_COLUMNS = (
     "error_text",
     "not_before",
     "validity_minutes",
+    "note",
 )
 
 
@@ -132,6 +134,7 @@ class BatchRules:
         self._opted_out = optout_keys(opted_out)
         self._dial_prefix = numbers.clean_dial_prefix(rules.dial_prefix)
         self._strict = numbers.StrictChecker() if rules.strict_numbers else None
+        self._national = NationalReading(self._dial_prefix) if self._dial_prefix else None
         self._seen = DuplicateIndex()
         #: Rows that needed the per-character part count (for measurements).
         self.exact_rows = 0
@@ -148,7 +151,7 @@ class BatchRules:
         verdicts = _Verdicts(col("error_code")[0], col("error_text")[0])
 
         # 105 destination
-        dest = numbers.normalise(raw_to, self._dial_prefix)
+        dest = numbers.normalise(raw_to, self._dial_prefix, self._national)
         if self._strict is not None and dest.valid.any():
             unknown = np.zeros(n, dtype=bool)
             unknown[dest.valid] = self._strict.invalid(take_mask(dest.digits, dest.valid))
@@ -249,6 +252,11 @@ class BatchRules:
         status = np.where(rejected, 2, np.where(np.isnat(not_before), 0, 1))
         destination = pc.if_else(pa.array(dest.valid), dest.digits, raw_to)
         climsgid = chunk["climsgid"] if "climsgid" in chunk.columns else None
+        note = pa.chunked_array([pa.nulls(len(chunk), STRING)])
+        if dest.assumed is not None and self._dial_prefix:
+            assumed = dest.assumed
+            notes = numbers.assumed_notes(take_mask(raw_to, assumed), self._dial_prefix).combine_chunks()
+            note = as_chunked(pc.replace_with_mask(note.combine_chunks(), pa.array(assumed), notes))
         frame = pd.DataFrame(
             {
                 "row": pd.Series(rows, index=index, dtype="int64"),
@@ -265,6 +273,7 @@ class BatchRules:
                 "validity_minutes": pd.Series(
                     pd.arrays.IntegerArray(sched.validity, ~sched.validity_given), index=index
                 ),
+                "note": to_pandas_str(note, index),
             },
             index=index,
         )

@@ -8,7 +8,11 @@ What a destination may look like, and what becomes of it:
    dots and brackets are dropped;
 3. one international prefix, ``+`` or ``00``, is dropped;
 4. with a product dial prefix, a single leading ``0`` becomes the prefix
-   (``07700900123`` -> ``447700900123``);
+   (``07700900123`` -> ``447700900123``), and so does a missing one where
+   the number is a national number whose 0 a spreadsheet dropped
+   (``7700900123`` -> ``447700900123``; see ``national.py``: libphonenumber
+   decides, on those candidate rows only); such rows are flagged
+   ``assumed`` so the report can say so;
 5. the result must be 8 to 15 ASCII digits not starting with 0 (E.164:
    country codes never start with 0).
 
@@ -42,6 +46,7 @@ import pyarrow.compute as pc
 
 from ..errors import ProductError
 from ._arrow import STRING, as_chunked, byte_view, quote, sentence, to_arrow, to_bool
+from .national import NationalReading
 
 MIN_DIGITS, MAX_DIGITS = 8, 15
 
@@ -85,6 +90,8 @@ class Destinations:
     digits: pa.ChunkedArray  # E.164 digits where valid, null elsewhere
     number: np.ndarray  # uint64: the same digits as an integer (0 where invalid)
     reason: np.ndarray  # int8 per row: OK, EMPTY, NATIONAL, MALFORMED, UNKNOWN
+    #: rows read as national numbers of the dial prefix's country (no trunk 0 written)
+    assumed: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -98,7 +105,7 @@ class Destinations:
         reasons[mask] = reason
         digits = pc.if_else(pa.array(mask), pa.scalar(None, STRING), self.digits)
         number = np.where(mask, np.uint64(0), self.number)
-        return Destinations(digits=as_chunked(digits), number=number, reason=reasons)
+        return Destinations(digits=as_chunked(digits), number=number, reason=reasons, assumed=self.assumed)
 
 
 def _preclean(s: pa.Array) -> pa.Array:
@@ -114,8 +121,14 @@ def _preclean(s: pa.Array) -> pa.Array:
     return pc.replace_with_mask(s, pa.array(rare), sub)
 
 
-def normalise(raw: pa.ChunkedArray, dial_prefix: str | None) -> Destinations:
-    """Normalise a column of raw destinations (see the module docstring)."""
+def normalise(
+    raw: pa.ChunkedArray, dial_prefix: str | None, national: NationalReading | None = None
+) -> Destinations:
+    """Normalise a column of raw destinations (see the module docstring).
+
+    ``national``: the dial prefix's :class:`NationalReading`, kept across the
+    chunks of a batch for its cache (one is made when not given).
+    """
     s = _preclean(pc.fill_null(raw, "").combine_chunks())
     n = len(s)
     data, offsets = byte_view(s)
@@ -162,6 +175,22 @@ def normalise(raw: pa.ChunkedArray, dial_prefix: str | None) -> Destinations:
         shift = _POW10[np.clip(n_digits - 1, 0, len(_POW10) - 1)]
         # Wraps around for absurd lengths, which fail the length test anyway.
         number = np.where(trunk, number + np.uint64(int(dial_prefix)) * shift, number)
+    assumed = None
+    if dial_prefix:
+        # a national number whose trunk 0 is missing: candidates by masks, libphonenumber on those only
+        national = national if national is not None else NationalReading(dial_prefix)
+        plain = well_formed & (n_plus == 0) & has1 & (first != zero)
+        cand = national.candidates(number, n_digits, plain)
+        if cand.any():
+            assumed = np.zeros(n, dtype=bool)
+            assumed[cand] = national.national(number[cand])
+            if assumed.any():
+                width = len(dial_prefix)
+                prefixed = number + np.uint64(int(dial_prefix)) * _POW10[n_digits.clip(0, 19)]
+                number = np.where(assumed, prefixed, number)
+                expected = np.where(assumed, n_digits + width, expected)
+            else:
+                assumed = None
     own_digits = np.searchsorted(_POW10, number, side="right")  # 0 for 0
     valid = (
         well_formed
@@ -179,7 +208,16 @@ def normalise(raw: pa.ChunkedArray, dial_prefix: str | None) -> Destinations:
         # "Add the country code" only helps where no dial prefix could have.
         reason[well_formed & trunk & (n_digits - 1 >= MIN_DIGITS - 1)] = NATIONAL
     digits = pc.if_else(pa.array(valid), pc.cast(pa.array(number), STRING), pa.scalar(None, STRING))
-    return Destinations(digits=as_chunked(digits), number=number, reason=reason)
+    return Destinations(digits=as_chunked(digits), number=number, reason=reason, assumed=assumed)
+
+
+def assumed_notes(raw: pa.ChunkedArray, dial_prefix: str) -> pa.ChunkedArray:
+    """The report's note for rows read as national numbers (``raw``: those rows only)."""
+    return sentence(
+        f"read as a national number of +{dial_prefix}: '",
+        quote(raw),
+        "' is not a valid international number, and spreadsheets drop a national number's leading 0",
+    )
 
 
 def error_sentences(raw: pa.ChunkedArray, reason: np.ndarray) -> pa.ChunkedArray:

@@ -64,6 +64,12 @@ class Gateway:
         if receipt_timeout is None:
             receipt_timeout = settings.dispatch.receipt_timeout
         self.ledger = Ledger(settings.ledger_location, receipt_timeout=receipt_timeout)
+        if self.connector.max_binds is not None:
+            # the account's binds across every node are capped: each bind holds a slot leased in the ledger
+            from .dispatch.bind_slots import LedgerBindSlots
+
+            self.connector.bind_slots = LedgerBindSlots(self.ledger, self.connector.account,
+                                                        self.connector.max_binds, self.node_id)
         self.metrics = Metrics(self.ledger)
         usage = MonthlyUsageFiles(self.ledger, self.storage, settings.report.usage_refresh, settings.report.usage_min_interval)
         self.reporter = Reporter(self.ledger, self.storage, settings.report.interval, usage=usage, holder=self.node_id)

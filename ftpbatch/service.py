@@ -66,7 +66,7 @@ class Gateway:
         self.ledger = Ledger(settings.ledger_location, receipt_timeout=receipt_timeout)
         self.metrics = Metrics(self.ledger)
         usage = MonthlyUsageFiles(self.ledger, self.storage, settings.report.usage_refresh, settings.report.usage_min_interval)
-        self.reporter = Reporter(self.ledger, self.storage, settings.report.interval, usage=usage)
+        self.reporter = Reporter(self.ledger, self.storage, settings.report.interval, usage=usage, holder=self.node_id)
         # the dispatcher only inserts outbox rows; this pool posts them, off the dispatch path
         self.callbacks = CallbackSender(
             self.ledger, settings.callbacks, self.node_id, observe=self.metrics.callback_outcome
@@ -89,13 +89,15 @@ class Gateway:
             chunk_rows=settings.intake.chunk_rows,
             on_messages=self.dispatcher.wake,
             on_change=self.reporter.wake,
+            holder=self.node_id,
         )
         self.intake = (
-            Intake(self.storage, self.ledger, settings.intake, submit=self.ingest.submit) if watch_inboxes else None
+            Intake(self.storage, self.ledger, settings.intake, submit=self.ingest.submit, holder=self.node_id)
+            if watch_inboxes else None
         )
         # bans, disk floor, quotas and retention: only a serving gateway needs them
         self.guard = (
-            Guard(self.ledger, self.storage, settings.ftp, settings.report.archive_days)
+            Guard(self.ledger, self.storage, settings.ftp, settings.report.archive_days, holder=self.node_id)
             if ftp and self.intake is not None
             else None
         )
@@ -155,6 +157,8 @@ class Gateway:
         """Start every service in order (the FTP loop runs on a thread of its own)."""
         for product in self.ledger.list_products():
             self.storage.ensure_home(product.name)
+        # job leases a previous process of this node held died with it (ledger/jobs.py)
+        self.ledger.release_jobs_of(self.node_id)
         for service in self.services:
             service.start()
         self._started = True

@@ -137,6 +137,7 @@ class Ledger:
         # reports
         self.status_counts = self.reports.status_counts
         self.report_frames = self.reports.report_frames
+        self.report_tables = self.reports.report_tables
         # outbox
         self.claim_callbacks = self.outbox.claim_callbacks
         self.record_callback_outcomes = self.outbox.record_callback_outcomes

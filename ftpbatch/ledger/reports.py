@@ -8,8 +8,10 @@ from ..lazy import lazy_module
 
 if TYPE_CHECKING:
     import pandas as pd
-else:  # imported on first use: `product list` and `status` never need it
-    pd = lazy_module("pandas")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:  # imported on first use: `product list` and `status` never need them
+    pd, pa, pc = lazy_module("pandas"), lazy_module("pyarrow"), lazy_module("pyarrow.compute")
 
 from .. import codes
 from .blockqueue import BlockQueue
@@ -22,6 +24,18 @@ _REPORT_COLUMNS = (
     "row_no, destination, climsgid, account, upstream_id, parts, status, error_code, error_text, "
     "submitted_at, updated_at, possible_duplicate"
 )
+
+
+# What report.csv shows, as columns (report_tables): the same as _REPORT_COLUMNS less the account.
+_TABLE_COLUMNS = (
+    ("row_no", "int64"), ("destination", "string"), ("climsgid", "string"), ("upstream_id", "string"),
+    ("parts", "int64"), ("status", "string"), ("error_code", "string"), ("error_text", "string"),
+    ("submitted_at", "float64"), ("updated_at", "float64"), ("possible_duplicate", "int64"),
+)
+
+
+def _table_schema() -> pa.Schema:
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in _TABLE_COLUMNS])
 
 
 class ReportStore:
@@ -79,6 +93,76 @@ class ReportStore:
             if len(frame):
                 yield frame
             low = high
+
+    def report_tables(self, batch_seq: int, chunk_rows: int = 200_000) -> Iterator[pa.Table]:
+        """As :meth:`report_frames`, as Arrow tables (no ``account``): what the report writer reads.
+
+        The rows are read as tuples (all a database driver gives) and turned
+        into one Arrow array per column at once, never into pandas' per-cell
+        objects: a million-row report read in a third of the time.
+        """
+        schema = _table_schema()
+        names = [name for name, _ in _TABLE_COLUMNS]
+        last_row = last_row_stored(self.db.connection(), batch_seq)
+        low = 0
+        while low < last_row:
+            high = low + chunk_rows
+            with self.db.snapshot() as conn:  # rows and untaken block messages as of one moment
+                rows = conn.execute(
+                    f"SELECT {', '.join(names)} FROM messages "
+                    "WHERE batch_seq = ? AND row_no > ? AND row_no <= ? ORDER BY row_no",
+                    (batch_seq, low, high),
+                ).fetchall()
+                waiting = self._waiting_table(conn, batch_seq, low, high, schema)
+                notes = conn.execute(
+                    "SELECT row_no, note FROM message_notes WHERE batch_seq = ? AND row_no > ? AND row_no <= ?",
+                    (batch_seq, low, high),
+                ).fetchall()
+            columns = list(zip(*rows)) if rows else [()] * len(names)
+            table = pa.Table.from_arrays([pa.array(c, type=schema.field(i).type) for i, c in enumerate(columns)], schema=schema)
+            del rows, columns
+            if waiting is not None:
+                table = pa.concat_tables([table, waiting]) if table.num_rows else waiting
+                table = table.take(pc.sort_indices(table, [("row_no", "ascending")]))
+            # the few rows with a note (a number read as national), by row
+            note = pa.nulls(table.num_rows, pa.string())
+            if notes:
+                which = pc.index_in(table.column("row_no"), value_set=pa.array([int(r[0]) for r in notes], type=pa.int64()))
+                note = pc.take(pa.array([r[1] for r in notes], type=pa.string()), which)
+            table = table.append_column("note", note)
+            if table.num_rows:
+                yield table
+            low = high
+
+    def _waiting_table(self, conn: Connection, batch_seq: int, low: int, high: int, schema: pa.Schema) -> pa.Table | None:
+        """As :meth:`_waiting_rows`, as an Arrow table of the report_tables columns."""
+        pieces = []
+        for block in conn.execute(
+            "SELECT id, taken, created_at FROM message_blocks "
+            "WHERE batch_seq = ? AND taken < size AND first_row <= ? AND last_row > ?",
+            (batch_seq, high, low),
+        ).fetchall():
+            rows = self.blocks.rows(conn, block["id"])
+            taken = int(block["taken"])
+            row_no = pa.array(rows.row_no[taken:], type=pa.int64())
+            keep = pc.and_(pc.greater(row_no, low), pc.less_equal(row_no, high))
+            n = int(pc.sum(keep).as_py() or 0)
+            if not n:
+                continue
+            none = pa.nulls(n, pa.string())
+            pieces.append(pa.Table.from_arrays([
+                row_no.filter(keep),
+                pa.array(rows.destination[taken:], type=pa.string()).filter(keep),
+                pa.array(rows.climsgid[taken:], type=pa.string()).filter(keep),
+                none,
+                pa.array(rows.parts[taken:], type=pa.int64()).filter(keep),
+                pa.array([codes.QUEUED] * n, type=pa.string()),
+                none, none,
+                pa.nulls(n, pa.float64()),
+                pa.array([float(block["created_at"])] * n, type=pa.float64()),
+                pa.array([0] * n, type=pa.int64()),
+            ], schema=schema))
+        return pa.concat_tables(pieces) if pieces else None
 
     def _waiting_rows(self, conn: Connection, batch_seq: int, low: int, high: int) -> pd.DataFrame | None:
         """Report rows for block messages in (low, high] not taken yet: queued, never sent."""

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import codes
 from ..ledger import Ledger
@@ -143,7 +145,11 @@ def _iso_column(seconds: pd.Series) -> pd.Series:
     a batch sends within minutes, so a report has few distinct seconds, and
     this is 4x (a million rows) to 15x (20,000) cheaper than strftime per row.
     """
-    values = seconds.to_numpy(dtype="float64", na_value=np.nan)
+    return pd.Series(_iso_values(seconds.to_numpy(dtype="float64", na_value=np.nan)), index=seconds.index)
+
+
+def _iso_values(values: np.ndarray) -> np.ndarray:
+    """:func:`_iso_column` on a float array (NaN: missing), as an object array of str."""
     missing = np.isnan(values)
     # to whole microseconds first, as datetime.fromtimestamp does, then cut to ms
     millis = np.round(np.where(missing, 0.0, values) * 1e6).astype(np.int64) // 1000
@@ -152,7 +158,7 @@ def _iso_column(seconds: pd.Series) -> pd.Series:
     heads = np.datetime_as_string(distinct.astype("datetime64[s]"), unit="s").astype(object)
     text = heads[which] + _MILLIS_TAIL[ms]
     text[missing] = ""
-    return pd.Series(text, index=seconds.index)
+    return text
 
 
 def neutralise(values: pd.Series) -> pd.Series:
@@ -187,6 +193,65 @@ def report_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out[REPORT_COLUMNS]
 
 
+# A field is quoted when it holds one of these, as pandas' to_csv (the csv module, QUOTE_MINIMAL) does.
+_NEEDS_QUOTES = '[,"\n]'
+
+
+def _text(values: pa.Array) -> pa.Array:
+    """A string column as CSV fields: missing -> "", quoted where a comma, quote or newline needs it."""
+    values = values.fill_null("")
+    needs = pc.match_substring_regex(values, _NEEDS_QUOTES)
+    if pc.any(needs).as_py():
+        values = pc.if_else(needs, pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', ""), values)
+    return values
+
+
+def _neutral(values: pa.Array) -> pa.Array:
+    """:func:`neutralise` on an Arrow string column."""
+    values = values.fill_null("")
+    return pc.if_else(pc.match_substring_regex(values, _FORMULA_START), pc.binary_join_element_wise("'", values, ""), values)
+
+
+def _iso_text(seconds: pa.Array) -> pa.Array:
+    return pa.array(_iso_values(seconds.to_numpy(zero_copy_only=False).astype("float64")), type=pa.string())
+
+
+def report_csv(table: pa.Table) -> bytes:
+    """Ledger rows as columns (``Ledger.report_tables``) -> report.csv lines, without the header.
+
+    Byte for byte what ``report_frame(frame).to_csv(header=False, index=False,
+    lineterminator="\n")`` writes for the same rows (tests/test_report_files.py
+    checks), but column by column in Arrow's compute kernels: pandas formats
+    and quotes a CSV one cell at a time in Python, and with its per-cell
+    objects a million-row report took ~8 s to read and write; this ~3 s.
+    """
+    if not table.num_rows:
+        return b""
+    col = {name: table.column(name).combine_chunks() for name in table.column_names}
+    status = col["status"].fill_null("")
+    texts = pa.array(list(codes.STATUS_TEXT.values()), type=pa.string())
+    status_text = pc.take(texts, pc.index_in(status, value_set=pa.array(list(codes.STATUS_TEXT), type=pa.string())))
+    fields = [
+        col["row_no"].cast(pa.string()),
+        _text(_neutral(col["destination"])),
+        _text(_neutral(col["climsgid"])),
+        _text(col["upstream_id"]),
+        col["parts"].cast(pa.string()),
+        _text(status),
+        _text(status_text),
+        _text(col["error_code"]),
+        _text(_neutral(col["error_text"])),
+        _iso_text(col["submitted_at"]),
+        _iso_text(col["updated_at"]),
+        pc.if_else(pc.equal(col["possible_duplicate"].fill_null(0), 1), "1", ""),
+        _text(_neutral(col["note"])),
+    ]
+    lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "", "\n")
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=4 * lines.offset)
+    data = lines.buffers()[2]
+    return data[int(offsets[0]):int(offsets[-1])].to_pybytes()
+
+
 class ReportWriter:
     def __init__(self, ledger: Ledger, storage: LocalStorage) -> None:
         self.ledger = ledger
@@ -197,10 +262,10 @@ class ReportWriter:
         summary_name, csv_name = report_names(batch)
         folder = self.storage.reports(batch.product)
         csv_path = folder / csv_name
-        with self.storage.atomic_writer(csv_path) as fh:
-            fh.write(",".join(REPORT_COLUMNS) + "\n")
-            for frame in self.ledger.report_frames(batch.seq):
-                report_frame(frame).to_csv(fh, header=False, index=False, lineterminator="\n")
+        with self.storage.atomic_writer(csv_path, "wb") as fh:
+            fh.write((",".join(REPORT_COLUMNS) + "\n").encode())
+            for table in self.ledger.report_tables(batch.seq):
+                fh.write(report_csv(table))
         return self.write_summary(batch, counts), csv_path
 
     def write_summary(self, batch: Batch, counts: Counts) -> Path:

@@ -130,6 +130,7 @@ class Gateway:
             self.heartbeat = NodeHeartbeat(
                 self.ledger, self.node_id, settings.dispatch.lease_seconds, ftp_address=self._ftp_address,
                 binds=lambda: self.connector.binds, leases=lambda: self.dispatcher.in_flight,
+                detail=self._jobs_held,
             )
         self._started = False
         # status.json and the component gauges: only a serving gateway has them
@@ -144,6 +145,12 @@ class Gateway:
             self.intake, self.guard, self.ftp, self.sftp,
         ]
         self.services: list[Service] = [s for s in candidates if s is not None]
+
+    def _jobs_held(self) -> dict[str, Any]:
+        """What the heartbeat shows of this node's job leases (ledger/jobs.py): reports, rescan, bind slots, ..."""
+        now = time.time()
+        mine = [j.name for j in self.ledger.job_holders() if j.holder.split("#")[0] == self.node_id and j.expires > now]
+        return {"jobs": mine}
 
     def _ftp_address(self) -> str:
         """Where FTP clients reach this node: the masquerade address if set, else the listener's."""

@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 
 from ftpbatch.cli import main
+from ftpbatch.ledger import Ledger
 from tests.helpers import Account, ServerProcess, add_product
 
 BAN_FAILURES = 3
@@ -114,3 +115,21 @@ def test_a_password_changed_through_the_ledger_refuses_the_old_one_on_every_node
         client.close()
         with node.ftp(Account("acme", "a-new-long-password")) as client:
             client.voidcmd("NOOP")
+
+
+def test_each_run_once_job_is_held_by_one_node_and_shown_in_its_heartbeat(nodes, pg_url: str) -> None:
+    a, b, _ = nodes
+    ledger = Ledger(pg_url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            held = {n.node_id: n.detail.get("jobs", []) for n in ledger.list_nodes()}
+            jobs = [job for names in held.values() for job in names]
+            if {"reports", "usage-files", "rescan"} <= set(jobs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert set(held) == {"node-a", "node-b"}
+        for job in ("reports", "usage-files", "rescan"):
+            assert jobs.count(job) == 1, held  # one node each, and the heartbeat says which
+    finally:
+        ledger.close()

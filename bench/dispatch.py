@@ -1,6 +1,7 @@
 """Dispatch benchmark: N queued messages through ftpbatch to a local SMSC, against a bare windowed client.
 
     python bench/dispatch.py --messages 20000 --window 50
+    python bench/dispatch.py --messages 20000 --window 50 --pg   # also on a throw-away PostgreSQL
 
 In one run, each against a fresh test SMSC (tests/smsc/server.py, another
 SMPP implementation; receipts on, sent at once):
@@ -11,7 +12,9 @@ SMPP implementation; receipts on, sent at once):
   runs on); the ratio is taken against the faster of the two;
 * ftpbatch: the same N messages already queued in the ledger, from the
   dispatcher's start until every message has its delivery receipt recorded
-  (lease, submit, answer and receipt all written to the SQLite ledger).
+  (lease, submit, answer and receipt all written to the SQLite ledger);
+  with ``--pg`` or ``--ledger URL`` also with the ledger on PostgreSQL (a
+  fresh database each round, bench/_pg.py), in the same alternation.
 
 The two run alternately, ``--rounds`` times each (bare, ftpbatch, bare,
 ftpbatch, ...), so that a slow spell of this shared machine weighs on both.
@@ -27,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,13 +43,17 @@ from ftpbatch.models import Product  # noqa: E402
 from ftpbatch.report.files import Counts  # noqa: E402
 from ftpbatch.service import Gateway  # noqa: E402
 
+import _pg  # noqa: E402
 from _output import print_result  # noqa: E402
 
 
-def run_ftpbatch(port: int, messages: int, window: int, workdir: Path) -> dict[str, float]:
+def run_ftpbatch(port: int, messages: int, window: int, workdir: Path, ledger_url: str | None = None) -> dict[str, float]:
     root = workdir / "root"
     url = f"smpp://bench:bench@127.0.0.1:{port}?window={window}"
-    settings = load_settings(root, {"dispatch": {"connector": url}, "report": {"interval": 1.0}})
+    overrides: dict = {"dispatch": {"connector": url}, "report": {"interval": 1.0}}
+    if ledger_url:
+        overrides["ledger"] = {"url": ledger_url}
+    settings = load_settings(root, overrides)
     gateway = Gateway(settings, ftp=False, watch_inboxes=False, node_id="bench")
     gateway.ledger.add_product(Product("bench", "unused", duplicate_window_hours=0))
     source = workdir / "batch.csv"
@@ -145,7 +152,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2, help="measurements of each, alternating")
+    _pg.add_arguments(parser)
     args = parser.parse_args()
+    with _pg.databases(args) as new_database:
+        run(args, new_database)
+
+
+def run(args: argparse.Namespace, new_database: Callable[[], str] | None) -> None:
+    pg_rates: list[float] = []
+    pg_delivered: list[int] = []
     bare_rates: list[float] = []
     uvloop_rates: list[float] = []
     our_rates: list[float] = []
@@ -159,6 +174,11 @@ def main() -> None:
             ours = run_ftpbatch(port, args.messages, args.window, Path(tmp))
         our_rates.append(args.messages / ours["seconds"])
         delivered.append(int(ours["delivered"]))
+        if new_database is not None:
+            with tempfile.TemporaryDirectory(prefix="ftpbatch-dispatch-") as tmp, receipting_smsc() as port:
+                on_pg = run_ftpbatch(port, args.messages, args.window, Path(tmp), new_database())
+            pg_rates.append(args.messages / on_pg["seconds"])
+            pg_delivered.append(int(on_pg["delivered"]))
     bare_rate = sum(bare_rates) / len(bare_rates)
     uvloop_rate = sum(uvloop_rates) / len(uvloop_rates)
     our_rate = sum(our_rates) / len(our_rates)
@@ -178,6 +198,15 @@ def main() -> None:
         "ftpbatch_each_round": [round(r) for r in our_rates],
         "ftpbatch_delivered_each_round": delivered,
     }
+    if pg_rates:
+        pg_rate = sum(pg_rates) / len(pg_rates)
+        result.update({
+            "postgresql_msgs_per_s_with_receipts": round(pg_rate),
+            "postgresql_vs_sqlite": round(pg_rate / our_rate, 2),
+            "postgresql_ratio_vs_bare": round(pg_rate / max(bare_rate, uvloop_rate), 2),
+            "postgresql_each_round": [round(r) for r in pg_rates],
+            "postgresql_delivered_each_round": pg_delivered,
+        })
     print_result(result)
 
 

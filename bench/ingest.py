@@ -1,6 +1,8 @@
 """Ingest benchmark: claim -> every message queued in the ledger, against bare pandas.read_csv.
 
     python bench/ingest.py --rows 1000000
+    python bench/ingest.py --rows 1000000 --pg     # also on a throw-away PostgreSQL, same run
+    python bench/ingest.py --rows 1000000 --ledger postgresql://user@host/db
 
 Generates an N-row CSV (texts of ~60 varied characters, 90% valid national
 numbers), then measures in one run, each in a fresh process so peak RSS is
@@ -8,7 +10,9 @@ its own:
 
 * baseline: ``pandas.read_csv`` of the same file (``dtype=str``);
 * ftpbatch: from the claim into the spool to the batch's last message stored
-  (parse, rules, ledger), through the same code the server runs;
+  (parse, rules, ledger), through the same code the server runs; with
+  ``--pg``/``--ledger`` also with the ledger on PostgreSQL (a fresh
+  database; bench/_pg.py);
 * ftpbatch with opt-outs: the same, with ``--optouts`` numbers (default
   100,000; half of them numbers of the file) on the product's opt-out list,
   so every row is checked against it (122). Its baseline is the plain ftpbatch
@@ -39,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from _output import print_result  # noqa: E402  (bench/ is on the path when run as a script)
+import _pg  # noqa: E402
 
 WORDS = (
     "your order has shipped and will arrive tomorrow between nine and five thanks for shopping with us "
@@ -93,16 +98,16 @@ def optout_numbers(path: Path, count: int, seed: int = 2) -> list[str]:
     return from_file + random
 
 
-def run_ftpbatch(path: Path, workdir: Path, optouts: Path | None = None) -> dict[str, float]:
+def run_ftpbatch(path: Path, workdir: Path, optouts: Path | None = None, ledger_at: str = "") -> dict[str, float]:
     from ftpbatch.intake.ingest import Ingest
     from ftpbatch.ledger import Ledger
     from ftpbatch.models import Product
     from ftpbatch.storage import LocalStorage
 
-    root = workdir / ("root-optouts" if optouts else "root")
+    root = workdir / ("root-optouts" if optouts else "root-pg" if ledger_at else "root")
     storage = LocalStorage(root)
     storage.prepare()
-    ledger = Ledger(root / "ftpbatch.db")
+    ledger = Ledger(ledger_at or root / "ftpbatch.db")
     ledger.add_product(Product("bench", "not-a-login", dial_prefix="44", duplicate_window_hours=0))
     if optouts is not None:
         ledger.add_optouts("bench", optouts.read_text().split(), "cli")
@@ -152,13 +157,15 @@ def child(kind: str, path: str, workdir: str) -> None:
         result = run_baseline(Path(path))
     else:
         optouts = Path(workdir) / "optouts.txt" if kind == "optouts" else None
-        result = run_ftpbatch(Path(path), Path(workdir), optouts)
+        # the ledger's URL comes in the environment (a URL may hold a password; argv is visible in ps)
+        result = run_ftpbatch(Path(path), Path(workdir), optouts, os.environ.get("FTPBATCH_BENCH_LEDGER", ""))
     print(json.dumps(result))
 
 
-def measure(kind: str, path: Path, workdir: Path) -> dict[str, float]:
+def measure(kind: str, path: Path, workdir: Path, ledger_at: str = "") -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(path), str(workdir)], check=True, capture_output=True, text=True
+        [sys.executable, __file__, "--child", kind, str(path), str(workdir)], check=True, capture_output=True, text=True,
+        env={**os.environ, "FTPBATCH_BENCH_LEDGER": ledger_at},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -168,11 +175,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--optouts", type=int, default=100_000, help="numbers on the opt-out list of the third run")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    _pg.add_arguments(parser)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    with tempfile.TemporaryDirectory(prefix="ftpbatch-bench-") as tmp:
+    on_pg: dict[str, float] | None = None
+    with tempfile.TemporaryDirectory(prefix="ftpbatch-bench-") as tmp, _pg.databases(args) as new_database:
         workdir = Path(tmp)
         path = workdir / "batch.csv"
         generate(path, args.rows)
@@ -181,6 +190,8 @@ def main() -> None:
         baseline = measure("baseline", path, workdir)
         ours = measure("ftpbatch", path, workdir)
         with_optouts = measure("optouts", path, workdir)
+        if new_database is not None:
+            on_pg = measure("ftpbatch", path, workdir, new_database())
     ratio = ours["seconds"] / baseline["seconds"]
     result = {
         "benchmark": "ingest",
@@ -199,6 +210,14 @@ def main() -> None:
         "optout_lookup_s": round(with_optouts["optout_s"], 3),
         "rows_opted_out_122": with_optouts["opted_out"],
     }
+    if on_pg is not None:
+        result.update({
+            "postgresql_claim_to_queued_s": round(on_pg["seconds"], 3),
+            "postgresql_rows_per_s": round(args.rows / on_pg["seconds"]),
+            "postgresql_vs_sqlite": round(on_pg["seconds"] / ours["seconds"], 2),
+            "postgresql_peak_rss_mb": round(on_pg["peak_rss_mb"]),
+            "postgresql_queued_rows": on_pg["rows"],
+        })
     print_result(result)
 
 

@@ -547,6 +547,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--since {args.since} is after --until {args.until}")
     if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--plot {args.plot} must end in .png or .svg")
+    if args.plot is not None:  # a missing extra is said before anything is printed
+        from .report.plot import require_matplotlib
+
+        require_matplotlib()
     settings = _settings(args)
     ledger = Ledger(settings.ledger_location)
     try:

@@ -12,6 +12,7 @@
      ├── BatchRejected            a whole file refused (100, 101, 001, 130, 131)
      ├── EncodingError            a text that the chosen encoding cannot carry (116; also a ValueError)
      ├── PathError                a file the user named cannot be written (101)
+ ├── MissingExtra             an optional extra a command needs is not installed (101)
      ├── NoPassivePort            every passive FTP port is busy (901: the server's capacity)
      ├── ConnectorError           upstream trouble, mapped at the connector edge
      └── LedgerError              the ledger could not do what was asked
@@ -92,6 +93,12 @@ class EncodingError(FtpbatchError, ValueError):
 
 class PathError(FtpbatchError):
     """A file the user named (``--plot FILE``) cannot be written there."""
+
+    code = codes.E_PARAMETERS
+
+
+class MissingExtra(FtpbatchError):
+    """An optional extra (``pip install 'ftpbatch[plot]'``) that a command needs is not installed; says how to install it."""
 
     code = codes.E_PARAMETERS
 

@@ -153,7 +153,7 @@ def test_hints_name_the_command_as_it_was_invoked(root):
     assert f"see '{sys.executable} -m ftpbatch batch list'" in result.stderr, result.stderr
 
 
-HEAVY = ("pandas", "pyarrow", "prometheus_client", "numpy", "argon2")
+HEAVY = ("pandas", "pyarrow", "prometheus_client", "numpy", "argon2", "matplotlib", "phonenumbers")
 
 
 @pytest.mark.parametrize("argv", [("product", "list"), ("product", "list", "--json"), ("status",), ("status", "--json")])

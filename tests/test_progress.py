@@ -140,3 +140,43 @@ def test_progress_counts_only_on_a_terminal_and_spaced_by_their_cost() -> None:
     assert not shown.wants_counts()  # nor within ten times its cost
     clock.sleep(0.35)
     assert shown.wants_counts()
+
+
+def _usage_today(client: ftplib.FTP) -> int | None:
+    """Today's messages in /reports/usage-YYYY-MM.csv read over FTP (None: no file or no row yet)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        rows = parse_report(download(client, f"/reports/usage-{now:%Y-%m}.csv").decode())
+    except ftplib.error_perm:
+        return None
+    day = next((r for r in rows if r["day"] == now.date().isoformat()), None)
+    return None if day is None else int(day["messages"])
+
+
+def test_the_usage_file_counts_a_batch_within_seconds_of_its_completion(tmp_path: Path):
+    """Point 3 of issue 15 alone: the monthly usage file was refreshed only a minute after a batch completed."""
+    root = tmp_path / "root"
+    account = add_product(root, "shop", "shop-password", dial_prefix="44")
+    # the usage intervals are the server's defaults: that is what is under test
+    with ServerProcess(root) as server:
+        client = server.ftp(account)
+        deadline = time.monotonic() + 30
+        while _usage_today(client) != 0 and time.monotonic() < deadline:  # the file written at start
+            time.sleep(0.1)
+        assert _usage_today(client) == 0
+        upload(client, "small.csv", ("to,text\n" + "".join(f"077009001{n:02d},usage {n}\n" for n in range(25))).encode())
+        complete_at = None
+        while complete_at is None and time.monotonic() < deadline:
+            summary = _summary(client, "small.csv")
+            if summary is not None and summary["state"] == "complete":
+                complete_at = time.monotonic()
+            time.sleep(0.1)
+        assert complete_at is not None, "the batch did not complete"
+        counted = _usage_today(client)
+        while counted != 25 and time.monotonic() < complete_at + 5:
+            time.sleep(0.1)
+            counted = _usage_today(client)
+        waited = time.monotonic() - complete_at
+        client.quit()
+    assert counted == 25, f"usage-YYYY-MM.csv still says {counted} for today 5 s after the batch completed"
+    assert waited < 5

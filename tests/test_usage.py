@@ -9,7 +9,6 @@ import json
 import struct
 import time
 import xml.etree.ElementTree as ET
-import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -119,26 +118,89 @@ def test_report_usage_csv_and_json_for_one_product(capsys, root: Path):
     ]
 
 
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def matplotlib_fonts_loaded(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """matplotlib keeps the font files it drew with open, for reuse (a bounded cache in its
+    font_manager, not a leak): draw once before the per-test check of open files looks."""
+    from ftpbatch.report.plot import write_plot
+
+    folder = tmp_path_factory.mktemp("fonts")
+    for name in ("warm.png", "warm.svg"):
+        write_plot(folder / name, {"acme": {JUNE: 1}}, "warm-up")
+
+
 def test_report_usage_plots_png_and_svg(capsys, root: Path, tmp_path: Path):
     png, svg = tmp_path / "usage.png", tmp_path / "usage.svg"
     run(capsys, root, "--plot", str(png))
     run(capsys, root, "--by", "product", "--plot", str(svg))
     data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height, depth, color = struct.unpack(">IIBB", data[16:26])
-    assert data[12:16] == b"IHDR" and depth == 8 and color == 2 and width > 300 and height > 200
-    idat = data.index(b"IDAT")
-    (length,) = struct.unpack(">I", data[idat - 4 : idat])
-    assert zlib.crc32(data[idat : idat + 4 + length]) == struct.unpack(">I", data[idat + 4 + length : idat + 8 + length])[0]
-    pixels = zlib.decompress(data[idat + 4 : idat + 4 + length])
-    assert len(pixels) == height * (1 + 3 * width)
-    assert len(set(pixels[1 : 1 + 3 * width * 100])) > 2  # not a blank page
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 600 and height >= 400
     tree = ET.fromstring(svg.read_bytes())
-    assert tree.tag == "{http://www.w3.org/2000/svg}svg"
-    texts = [t.text for t in tree.iter("{http://www.w3.org/2000/svg}text")]
-    assert "acme" in texts and "other" in texts
-    bars = [r for r in tree.iter("{http://www.w3.org/2000/svg}rect") if r.find("{http://www.w3.org/2000/svg}title") is not None]
-    assert {b.find("{http://www.w3.org/2000/svg}title").text for b in bars} >= {"2025-06-01 acme: 8", "2025-06-02 other: 10"}
+    assert tree.tag == f"{SVG}svg"
+    texts = [" ".join("".join(t.itertext()).split()) for t in tree.iter(f"{SVG}text")]
+    assert "Messages per day per product" in texts  # text kept as text, whole
+    assert {"acme", "other", "06-01", "06-05", "messages"} <= set(texts)
+    assert "idle" not in texts  # no messages: no legend entry
+
+
+LONG_TITLE = "Messages per day - " + "-".join(["a-rather-long-product-name"] * 4) + " (June 2025, UTC)"
+
+
+def test_the_plot_title_labels_and_legend_fit_inside_the_figure(tmp_path: Path):
+    """The hand-made PNG cut its title off ("MESSAGES PER DAY PER"); matplotlib's layout must not."""
+    from matplotlib.text import Text
+
+    from ftpbatch.report.plot import usage_figure, write_plot
+
+    series = {
+        "a-product-with-a-long-name": {JUNE + dt.timedelta(days=n): 1000 * n for n in range(40)},
+        "acme": {JUNE + dt.timedelta(days=n): 12_345 for n in range(0, 40, 3)},
+    }
+    for title in ("Messages per day per product", LONG_TITLE):
+        figure = usage_figure(series, title)
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        box = figure.bbox
+        axes = figure.axes[0]
+        legend = axes.get_legend()
+        texts: list[Text] = [axes._left_title, axes.xaxis.label, axes.yaxis.label, legend.get_title(), *legend.get_texts()]
+        shown = {" ".join(t.get_text().split()) for t in texts}
+        assert title in shown and "a-product-with-a-long-name" in shown and "messages" in shown
+        for text in texts:
+            extent = text.get_window_extent(renderer)
+            inside = box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1
+            assert inside, (text.get_text(), extent.bounds, box.bounds)
+        # and everything drawn (tick labels too) lies within the figure
+        drawn = figure.get_tightbbox(renderer)  # inches
+        width, height = figure.get_size_inches()
+        assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= width + 0.01 and drawn.y1 <= height + 0.01, drawn
+    svg = tmp_path / "long.svg"
+    write_plot(svg, series, LONG_TITLE)
+    words = " ".join(" ".join(t.itertext()) for t in ET.fromstring(svg.read_bytes()).iter(f"{SVG}text")).split()
+    assert " ".join(LONG_TITLE.split()) in " ".join(words)  # the whole title, perhaps over two lines
+
+
+def test_without_matplotlib_the_plot_says_how_to_install_the_extra(root: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "usage.png"
+    script = (  # as if matplotlib were not installed: importing it raises ImportError
+        "import sys\nsys.modules['matplotlib'] = None\nfrom ftpbatch.cli import main\n"
+        f"sys.exit(main(['--root', {str(root)!r}, 'report', 'usage', '--plot', {str(target)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [
+        f"ftpbatch: error 101: drawing --plot needs matplotlib, the optional 'plot' extra: install it with "
+        f"'{sys.executable} -m pip install matplotlib' (from a checkout: pip install -e '.[plot]')"
+    ]
+    assert result.stdout == "" and not target.exists()
 
 
 def test_report_usage_refuses_bad_options(capsys, root: Path):

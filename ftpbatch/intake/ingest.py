@@ -19,6 +19,7 @@ from typing import Callable
 
 from .. import codes
 from ..errors import BatchRejected
+from ..ledger.jobs import JobLease, this_process
 from ..ledger.protocol import IntakeLedger
 from ..lifecycle import all_alive
 from ..models import Batch, Product
@@ -54,8 +55,23 @@ def product_rules(product: Product) -> ProductRules:
     )
 
 
+class _LeaseLost(Exception):
+    """Another node took over this batch's ingest (this one was cut off from the ledger too long)."""
+
+
+def ingest_job(seq: int) -> str:
+    """The job lease a node holds while it takes in batch ``seq`` (several nodes: one at a time)."""
+    return f"ingest:{seq}"
+
+
 class Ingest:
-    """Processes claimed batches on ``workers`` threads."""
+    """Processes claimed batches on ``workers`` threads.
+
+    Each batch is taken in under its job lease (``ingest:<seq>``, renewed
+    per chunk): with several nodes on one ledger only one takes a batch in,
+    and a batch whose node died is resumed by another once the lease expired
+    (the intake rescan looks for them, watcher.py).
+    """
 
     def __init__(
         self,
@@ -66,8 +82,10 @@ class Ingest:
         workers: int = 1,
         on_messages: Callable[[], None] = lambda: None,
         on_change: Callable[[], None] = lambda: None,
+        holder: str | None = None,
     ) -> None:
         self.ledger = ledger
+        self.holder = holder or this_process()
         self.storage = storage
         self.chunk_rows = chunk_rows
         self.workers = workers
@@ -118,12 +136,26 @@ class Ingest:
     # --- one batch -----------------------------------------------------
     def process(self, batch: Batch) -> None:
         """Process one claimed batch to the point where all its messages are queued."""
+        lease = JobLease(self.ledger, ingest_job(batch.seq), self.holder)
+        if not lease.held():
+            log.info("batch %s: being taken in by another node", batch.id)
+            return
+        try:
+            self._process(batch, lease)
+        finally:
+            lease.release()
+
+    def _process(self, batch: Batch, lease: JobLease) -> None:
         if not self.ledger.start_processing(batch.seq):
             return  # already processed (e.g. submitted twice by a rescan)
         self.on_change()
         path = Path(batch.spool_path)
         try:
-            self._ingest(batch, path)
+            self._ingest(batch, path, lease)
+        except _LeaseLost:
+            log.warning("batch %s: another node took over its intake (this node lost its lease); stopped here",
+                        batch.id)
+            return
         except BatchRejected as exc:
             self.ledger.reject_batch(batch.seq, exc.code, exc.message, exc.duplicate_of)
             log.debug("batch %s rejected: %s", batch.id, exc)
@@ -133,7 +165,7 @@ class Ingest:
         self._archive(batch, path)
         self.on_change()
 
-    def _ingest(self, batch: Batch, path: Path) -> None:
+    def _ingest(self, batch: Batch, path: Path, lease: JobLease) -> None:
         product = self.ledger.get_product(batch.product)
         if product is None:
             raise BatchRejected(f"product {batch.product!r} no longer exists", code=codes.E_AUTH)
@@ -186,6 +218,8 @@ class Ingest:
             rows = int(checked["row"].iloc[-1]) if len(checked) else rows
             if already:
                 checked = checked[checked["row"] > already]
+            if not lease.held():
+                raise _LeaseLost(batch.id)
             if len(checked):
                 self.ledger.insert_messages(batch.seq, product.name, checked)
                 if not dispatching:  # senders see `dispatching` from the first queued message on
@@ -193,6 +227,8 @@ class Ingest:
                     self.on_change()
                     dispatching = True
                 self.on_messages()
+        if not lease.held():
+            raise _LeaseLost(batch.id)
         if rows == 0 and already == 0:
             raise BatchRejected("the file holds no recipients: add at least one row with a number and a text")
         self.ledger.finish_intake(batch.seq, max(rows, already), parsed.callback_level)

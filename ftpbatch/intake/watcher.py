@@ -41,6 +41,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from ..config import IntakeSettings
+from ..ledger.jobs import JOB_LEASE_SECONDS, this_process
 from ..ledger.protocol import IntakeLedger
 from ..models import CHECKED, COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, Batch
 from ..storage import LocalStorage, is_temporary_name
@@ -69,7 +70,9 @@ class Intake:
         ledger: IntakeLedger,
         settings: IntakeSettings,
         submit: Callable[[Batch], None],
+        holder: str | None = None,
     ) -> None:
+        self.holder = holder or this_process()
         self.storage = storage
         self.ledger = ledger
         self.settings = settings
@@ -138,6 +141,30 @@ class Intake:
                 current.changed_at = time.monotonic()
                 current.quiet_needed = min(current.quiet_needed, quiet)
 
+    def rescan_job(self) -> None:
+        """The periodic rescan, done by one node per ``rescan_seconds`` (job 'rescan'; its
+        lease, never released, is the schedule); it also resumes batches whose node died."""
+        if not self.ledger.take_job("rescan", self.holder, max(1.0, self.settings.rescan_seconds - 1.0)):
+            return
+        self.rescan()
+        self.resume_orphans()
+
+    def resume_orphans(self, now: float | None = None) -> int:
+        """Submit batches whose intake stopped half-way on a node that is gone: no live ingest
+        lease (ingest.py), claimed more than a lease's length ago. Returns how many."""
+        now = time.time() if now is None else now
+        live = {j.name for j in self.ledger.job_holders("ingest:") if j.expires > now}
+        resumed = 0
+        for batch in self.ledger.batches_in_states((RECEIVED, PROCESSING, DISPATCHING)):
+            if batch.state == DISPATCHING and batch.intake_done:
+                continue
+            if f"ingest:{batch.seq}" in live or batch.received_at > now - JOB_LEASE_SECONDS:
+                continue
+            log.warning("batch %s: its intake stopped (%s) with no node holding it; resuming here", batch.id, batch.state)
+            self.submit(batch)
+            resumed += 1
+        return resumed
+
     def rescan(self) -> None:
         for path in self.storage.pending_files():
             with self._lock:
@@ -200,7 +227,7 @@ class Intake:
                 pass
             if time.monotonic() >= next_rescan:
                 next_rescan = time.monotonic() + self.settings.rescan_seconds
-                self._safely(self.rescan)
+                self._safely(self.rescan_job)
             for path in self._settled():
                 owner = self.storage.upload_owner(path)
                 if owner is not None:

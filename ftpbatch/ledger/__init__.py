@@ -17,6 +17,7 @@ transaction):
     optouts    each product's opt-out list (122)      (optouts.py)
     controls   pause, resume, cancel of a batch       (controls.py)
     nodes      the nodes serving, their heartbeats    (nodes.py)
+    jobs       job leases: work done by one node      (jobs.py)
 
 The stores' public methods are also the ledger's own (the same bound
 methods, no wrapper code): that flat surface is :class:`LedgerProtocol`
@@ -38,6 +39,7 @@ from .blockqueue import BlockQueue
 from .controls import ControlStore
 from .db import Database, open_database
 from .inbound import InboundStore
+from .jobs import JobStore
 from .leases import LeaseStore
 from .messages import MessageStore
 from .migrations import migrate
@@ -82,6 +84,8 @@ class Ledger:
         #: SSH keys and the keys-only flag of each product (SFTP)
         self.ssh_keys = SshKeyStore(self.db)
         self.nodes = NodeStore(self.db)
+        #: job leases (work one node does at a time) and bind slots
+        self.jobs = JobStore(self.db)
         # products
         self.add_product = self.products.add_product
         self.update_product = self.products.update_product
@@ -151,6 +155,13 @@ class Ledger:
         self.message_status_totals = self.stats.message_status_totals
         self.queue_depth = self.stats.queue_depth
         self.batches_in_flight = self.stats.batches_in_flight
+        # job leases
+        self.take_job = self.jobs.take_job
+        self.take_slot = self.jobs.take_slot
+        self.renew_job = self.jobs.renew_job
+        self.release_job = self.jobs.release_job
+        self.release_jobs_of = self.jobs.release_jobs_of
+        self.job_holders = self.jobs.job_holders
         # bans
         self.record_ban = self.bans.record_ban
         self.active_bans = self.bans.active_bans

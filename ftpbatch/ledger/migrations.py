@@ -321,6 +321,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        11,
+        "job leases",
+        """
+        -- work only one node may do at a time (ledger/jobs.py): report files,
+        -- usage files, the callback sender, retention, the rescan, one file's
+        -- ingest ('ingest:<seq>'), a bind slot of an account ('bind:<account>:<n>')
+        CREATE TABLE job_leases (
+            name      TEXT PRIMARY KEY,
+            holder    TEXT NOT NULL,     -- a node id (serve --node-id)
+            expires   REAL NOT NULL,     -- epoch seconds; after it anyone may take the job
+            taken_at  REAL NOT NULL      -- when this holder took it
+        );
+        """,
+    ),
 ]
 
 

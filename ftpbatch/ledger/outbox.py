@@ -125,8 +125,11 @@ class OutboxStore:
             claimed = tx.execute(
                 "UPDATE callbacks SET lease_owner = ?, lease_until = ?, attempt = attempt + 1 "
                 f"WHERE id IN (SELECT c.id FROM callbacks c WHERE {where} ORDER BY c.next_at, c.id LIMIT ?) "
+                # said again on the row itself: under PostgreSQL's read committed, a node that waited
+                # for another's claim re-checks these on the row as that one left it (never both claim it)
+                "AND state = 'pending' AND (lease_until IS NULL OR lease_until < ?) "
                 "RETURNING id",
-                (owner, now + lease_seconds, *params, limit),
+                (owner, now + lease_seconds, *params, limit, now),
             ).fetchall()
             if not claimed:
                 return []

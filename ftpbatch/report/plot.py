@@ -1,236 +1,103 @@
-"""Messages per day per product as a stacked bar chart, written as SVG or PNG.
+"""Messages per day per product as a stacked bar chart, drawn with matplotlib (SVG or PNG).
 
-No plotting library: the chart is a handful of rectangles and labels, laid
-out once as a scene and rendered either as SVG text or rasterised into a
-PNG (zlib + a 5x7 bitmap font). That keeps matplotlib, and its hundred
-megabytes, out of a gateway that draws one kind of chart.
+matplotlib is an optional extra (``pip install 'ftpbatch[plot]'``): the
+gateway itself never draws, only ``ftpbatch report usage --plot`` does, so it
+is imported here, on first use, and a missing install is one clear error
+(:func:`require_matplotlib`) rather than a traceback. The figure is built on
+the Agg canvas without pyplot (no global state, no display needed), with
+constrained layout so the title, the axis labels and the legend are fitted
+inside the figure whatever their length. SVG keeps its text as text
+(``svg.fonttype: none``), so titles and product names can be searched.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import struct
-import zlib
-from dataclasses import dataclass
+import sys
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
+from typing import TYPE_CHECKING, Any
 
-from ..errors import PathError
+from ..errors import MissingExtra, PathError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Colour-blind-safe palette (Okabe & Ito), then greys.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000", "#999999", "#666666")
-_INK, _GRID, _PAPER = "#222222", "#DDDDDD", "#FFFFFF"
+SUFFIXES = (".png", ".svg")
 
 
-@dataclass(frozen=True)
-class Rect:
-    x: float
-    y: float
-    w: float
-    h: float
-    color: str
-    title: str | None = None  # SVG tooltip
+def require_matplotlib() -> Any:
+    """The ``matplotlib`` module, on the Agg backend; :class:`MissingExtra` when it is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtra(
+            "drawing --plot needs matplotlib, the optional 'plot' extra: install it with "
+            f"'{sys.executable} -m pip install matplotlib' (from a checkout: pip install -e '.[plot]')"
+        ) from None
+    matplotlib.use("Agg", force=True)
+    return matplotlib
 
 
-@dataclass(frozen=True)
-class Text:
-    x: float
-    y: float  # baseline
-    text: str
-    size: int = 12  # px; PNG uses multiples of the 7 px font
-    anchor: str = "start"  # start | middle | end
-    color: str = _INK
-
-
-@dataclass
-class Scene:
-    width: int
-    height: int
-    items: list[Rect | Text]
-
-
-def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten that is at least ``value``."""
-    if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * power >= value:
-            return step * power
-    return 10 * power
-
-
-def usage_scene(series: dict[str, dict[dt.date, int]], title: str = "Messages per day") -> Scene:
-    """Lay out a stacked bar chart: one bar per day, one colour per product."""
-    products = sorted(series)
+def usage_days(series: dict[str, dict[dt.date, int]]) -> list[dt.date]:
+    """Every day from the first to the last with data (today when there is none)."""
     days_with_data = sorted({d for s in series.values() for d in s})
-    if days_with_data:
-        first, last = days_with_data[0], days_with_data[-1]
-        days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-    else:
-        days = [dt.datetime.now(dt.timezone.utc).date()]
-    totals = [sum(series[p].get(d, 0) for p in products) for d in days]
-    top = nice_ceiling(max(totals, default=0))
+    if not days_with_data:
+        return [dt.datetime.now(dt.timezone.utc).date()]
+    first, last = days_with_data[0], days_with_data[-1]
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
-    left, right, upper, lower = 90, 200, 50, 70
-    slot = max(4, min(40, 1000 // len(days)))
-    plot_w, plot_h = slot * len(days), 400
-    width, height = left + plot_w + right, upper + plot_h + lower
-    items: list[Rect | Text] = [Rect(0, 0, width, height, _PAPER)]
-    items.append(Text(left, 30, title, size=16))
 
-    # y axis: grid lines and labels at fifths of the nice maximum
-    for i in range(6):
-        value = top * i / 5
-        y = upper + plot_h - plot_h * i / 5
-        items.append(Rect(left, y, plot_w, 1, _GRID))
-        items.append(Text(left - 8, y + 5, f"{value:,.0f}" if value == int(value) else f"{value:,.1f}", size=12, anchor="end"))
+def usage_figure(series: dict[str, dict[dt.date, int]], title: str = "Messages per day") -> Figure:
+    """A stacked bar chart: one bar per day, one colour per product, legend on the right."""
+    matplotlib = require_matplotlib()
+    from matplotlib import dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
-    # bars, stacked in product order
-    bar_w = max(2, slot - max(1, slot // 5))
-    for i, day in enumerate(days):
-        y = upper + plot_h
+    products = sorted(series)
+    days = usage_days(series)
+    width = min(16.0, max(7.0, 0.25 * len(days) + 4.5))
+    with matplotlib.rc_context({"svg.fonttype": "none", "font.family": "DejaVu Sans"}):
+        figure = Figure(figsize=(width, 5.0), dpi=100, layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        x = [float(mdates.date2num(day)) for day in days]
+        bottom = [0] * len(days)
         for n, product in enumerate(products):
-            value = series[product].get(day, 0)
-            if not value:
-                continue
-            h = plot_h * value / top
-            y -= h
-            items.append(Rect(left + i * slot + (slot - bar_w) / 2, y, bar_w, h, PALETTE[n % len(PALETTE)],
-                              title=f"{day.isoformat()} {product}: {value:,}"))
-
-    # x axis: day labels, spaced so they do not overlap (MM-DD, 5 characters)
-    items.append(Rect(left, upper + plot_h, plot_w, 2, _INK))
-    every = max(1, math.ceil(70 / slot))
-    for i in range(0, len(days), every):
-        x = left + i * slot + slot / 2
-        items.append(Rect(x, upper + plot_h + 2, 1, 5, _INK))
-        items.append(Text(x, upper + plot_h + 24, days[i].strftime("%m-%d"), size=12, anchor="middle"))
-    span = f"{days[0].isoformat()} to {days[-1].isoformat()} (UTC)" if len(days) > 1 else f"{days[0].isoformat()} (UTC)"
-    items.append(Text(left + plot_w / 2, upper + plot_h + 54, span, size=12, anchor="middle"))
-
-    # legend
-    lx = left + plot_w + 24
-    for n, product in enumerate(products):
-        y = upper + 10 + n * 24
-        items.append(Rect(lx, y, 14, 14, PALETTE[n % len(PALETTE)]))
-        items.append(Text(lx + 22, y + 13, product, size=12))
-    return Scene(width, height, items)
-
-
-# --- SVG ------------------------------------------------------------------------
-def render_svg(scene: Scene) -> bytes:
-    out = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{scene.width}" height="{scene.height}" '
-        f'viewBox="0 0 {scene.width} {scene.height}" font-family="DejaVu Sans, Arial, sans-serif">',
-    ]
-    for item in scene.items:
-        if isinstance(item, Rect):
-            rect = f'<rect x="{item.x:.1f}" y="{item.y:.1f}" width="{item.w:.1f}" height="{item.h:.1f}" fill="{item.color}"'
-            out.append(f"{rect}><title>{escape(item.title)}</title></rect>" if item.title else f"{rect}/>")
-        else:
-            out.append(
-                f'<text x="{item.x:.1f}" y="{item.y:.1f}" font-size="{item.size}" text-anchor={quoteattr(item.anchor)} '
-                f'fill="{item.color}">{escape(item.text)}</text>'
-            )
-    out.append("</svg>")
-    return ("\n".join(out) + "\n").encode("utf-8")
-
-
-# --- PNG ------------------------------------------------------------------------
-# 5x7 glyphs, one string of 7 rows each; lower case is drawn as upper case.
-_GLYPHS = {
-    "0": ".###. #...# #..## #.#.# ##..# #...# .###.", "1": "..#.. .##.. ..#.. ..#.. ..#.. ..#.. .###.",
-    "2": ".###. #...# ....# ...#. ..#.. .#... #####", "3": "##### ...#. ..#.. ...#. ....# #...# .###.",
-    "4": "...#. ..##. .#.#. #..#. ##### ...#. ...#.", "5": "##### #.... ####. ....# ....# #...# .###.",
-    "6": "..##. .#... #.... ####. #...# #...# .###.", "7": "##### ....# ...#. ..#.. .#... .#... .#...",
-    "8": ".###. #...# #...# .###. #...# #...# .###.", "9": ".###. #...# #...# .#### ....# ...#. .##..",
-    "A": ".###. #...# #...# ##### #...# #...# #...#", "B": "####. #...# #...# ####. #...# #...# ####.",
-    "C": ".###. #...# #.... #.... #.... #...# .###.", "D": "###.. #..#. #...# #...# #...# #..#. ###..",
-    "E": "##### #.... #.... ####. #.... #.... #####", "F": "##### #.... #.... ####. #.... #.... #....",
-    "G": ".###. #...# #.... #.### #...# #...# .####", "H": "#...# #...# #...# ##### #...# #...# #...#",
-    "I": ".###. ..#.. ..#.. ..#.. ..#.. ..#.. .###.", "J": "..### ...#. ...#. ...#. ...#. #..#. .##..",
-    "K": "#...# #..#. #.#.. ##... #.#.. #..#. #...#", "L": "#.... #.... #.... #.... #.... #.... #####",
-    "M": "#...# ##.## #.#.# #.#.# #...# #...# #...#", "N": "#...# #...# ##..# #.#.# #..## #...# #...#",
-    "O": ".###. #...# #...# #...# #...# #...# .###.", "P": "####. #...# #...# ####. #.... #.... #....",
-    "Q": ".###. #...# #...# #...# #.#.# #..#. .##.#", "R": "####. #...# #...# ####. #.#.. #..#. #...#",
-    "S": ".#### #.... #.... .###. ....# ....# ####.", "T": "##### ..#.. ..#.. ..#.. ..#.. ..#.. ..#..",
-    "U": "#...# #...# #...# #...# #...# #...# .###.", "V": "#...# #...# #...# #...# #...# .#.#. ..#..",
-    "W": "#...# #...# #...# #.#.# #.#.# #.#.# .#.#.", "X": "#...# #...# .#.#. ..#.. .#.#. #...# #...#",
-    "Y": "#...# #...# .#.#. ..#.. ..#.. ..#.. ..#..", "Z": "##### ....# ...#. ..#.. .#... #.... #####",
-    "-": "..... ..... ..... .###. ..... ..... .....", ".": "..... ..... ..... ..... ..... .##.. .##..",
-    ":": "..... .##.. .##.. ..... .##.. .##.. .....", "_": "..... ..... ..... ..... ..... ..... #####",
-    "/": "..... ....# ...#. ..#.. .#... #.... .....", "(": "...#. ..#.. .#... .#... .#... ..#.. ...#.",
-    ")": ".#... ..#.. ...#. ...#. ...#. ..#.. .#...", ",": "..... ..... ..... ..... .##.. ..#.. .#...",
-    " ": "..... ..... ..... ..... ..... ..... .....", "?": ".###. #...# ....# ...#. ..#.. ..... ..#..",
-}
-_FONT = {c: [row for row in g.split()] for c, g in _GLYPHS.items()}
-
-
-def _rgb(color: str) -> bytes:
-    return bytes.fromhex(color.lstrip("#"))
-
-
-class _Canvas:
-    def __init__(self, width: int, height: int) -> None:
-        self.width, self.height = width, height
-        self.pixels = bytearray(_rgb(_PAPER) * (width * height))
-
-    def fill(self, x0: float, y0: float, w: float, h: float, color: bytes) -> None:
-        x1, y1 = min(self.width, round(x0 + w)), min(self.height, round(y0 + h))
-        x0, y0 = max(0, round(x0)), max(0, round(y0))
-        if x1 <= x0 or y1 <= y0:
-            return
-        row = color * (x1 - x0)
-        for y in range(y0, y1):
-            start = (y * self.width + x0) * 3
-            self.pixels[start : start + len(row)] = row
-
-    def text(self, item: Text) -> None:
-        scale = max(1, round(item.size / 7))
-        advance = 6 * scale
-        width = advance * len(item.text) - scale
-        x = item.x - (width / 2 if item.anchor == "middle" else width if item.anchor == "end" else 0)
-        top = item.y - 7 * scale
-        color = _rgb(item.color)
-        for n, char in enumerate(item.text):
-            glyph = _FONT.get(char.upper(), _FONT["?"])
-            for r, bits in enumerate(glyph):
-                for c, bit in enumerate(bits):
-                    if bit == "#":
-                        self.fill(x + n * advance + c * scale, top + r * scale, scale, scale, color)
-
-    def png(self) -> bytes:
-        stride = self.width * 3
-        raw = b"".join(b"\x00" + bytes(self.pixels[y * stride : (y + 1) * stride]) for y in range(self.height))
-
-        def chunk(kind: bytes, data: bytes) -> bytes:
-            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-        header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)  # 8-bit RGB
-        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-
-
-def render_png(scene: Scene) -> bytes:
-    canvas = _Canvas(scene.width, scene.height)
-    for item in scene.items:
-        if isinstance(item, Rect):
-            canvas.fill(item.x, item.y, item.w, item.h, _rgb(item.color))
-        else:
-            canvas.text(item)
-    return canvas.png()
+            values = [series[product].get(day, 0) for day in days]
+            axes.bar(x, values, bottom=bottom, width=0.8, label=product, color=PALETTE[n % len(PALETTE)])
+            bottom = [b + v for b, v in zip(bottom, values)]
+        axes.set_title(title, fontsize=14, loc="left", wrap=True)  # a long title wraps at the figure edge
+        span = f"{days[0].isoformat()} to {days[-1].isoformat()}" if len(days) > 1 else days[0].isoformat()
+        axes.set_xlabel(f"day (UTC), {span}")
+        axes.set_ylabel("messages")
+        axes.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        axes.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+        # a label every day, or every few days so that at most about twelve show
+        axes.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, math.ceil(len(days) / 12))))
+        axes.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+        axes.set_xlim(x[0] - 0.6, x[-1] + 0.6)
+        axes.set_ylim(0, max(1, max(bottom, default=0)) * 1.05)
+        axes.grid(axis="y", color="#DDDDDD")
+        axes.set_axisbelow(True)
+        axes.spines[["top", "right"]].set_visible(False)
+        if products:
+            axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="product")
+    return figure
 
 
 def write_plot(path: Path, series: dict[str, dict[dt.date, int]], title: str = "Messages per day") -> None:
     """Write the chart as SVG or PNG, chosen by the file's suffix."""
-    scene = usage_scene(series, title)
     suffix = path.suffix.lower()
-    if suffix == ".svg":
-        data = render_svg(scene)
-    elif suffix == ".png":
-        data = render_png(scene)
-    else:
+    if suffix not in SUFFIXES:
         raise PathError(f"cannot draw {path.name}: the plot file must end in .png or .svg")
-    path.write_bytes(data)
+    matplotlib = require_matplotlib()
+    figure = usage_figure(series, title)
+    # no creation date in the file: the same data draws the same bytes
+    metadata = {"Date": None} if suffix == ".svg" else {}
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "ftpbatch"}):
+        figure.savefig(path, format=suffix[1:], metadata=metadata)

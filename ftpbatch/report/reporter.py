@@ -30,6 +30,7 @@ import time
 
 from .. import logs
 from ..ledger import Ledger
+from ..ledger.jobs import JobLease, this_process
 from ..lifecycle import all_alive
 from ..models import COMPLETE, DISPATCHING, REJECTED, Batch
 from ..storage import LocalStorage
@@ -64,8 +65,14 @@ class Reporter:
         interval: float = 0.25,
         usage: MonthlyUsageFiles | None = None,
         offload_rows: int | None = OFFLOAD_ROWS,
+        holder: str | None = None,
     ) -> None:
         self.ledger = ledger
+        # Several nodes on one ledger and root: one of them writes the report
+        # files and one the usage files at a time (jobs 'reports', 'usage-files').
+        holder = holder or this_process()
+        self.reports_lease = JobLease(ledger, "reports", holder)
+        self.usage_lease = JobLease(ledger, "usage-files", holder)
         self.writer = ReportWriter(ledger, storage)
         #: Batches of at least this many rows are written by the report process; None: never.
         self.offload_rows = offload_rows
@@ -102,15 +109,18 @@ class Reporter:
         if self._thread is not None:
             self._thread.join(timeout)
         self.process.close()
+        self.reports_lease.release()
+        self.usage_lease.release()
 
     def _run(self) -> None:
         while True:
             stopping = self._stopping.is_set()
             try:
-                self.catch_up(throttle=not stopping)
+                if self.reports_lease.held():
+                    self.catch_up(throttle=not stopping)
             except Exception:
                 log.exception("report round failed; retrying")
-            if self.usage is not None:
+            if self.usage is not None and self.usage_lease.held():
                 try:
                     self.usage.tick(force=stopping)
                 except Exception:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..config import FtpSettings
 from ..ledger import Ledger
+from ..ledger.jobs import this_process
 from ..lifecycle import all_alive
 from ..storage import LocalStorage
 from .bans import BanBook
@@ -19,11 +20,14 @@ log = logging.getLogger(__name__)
 BAN_REFRESH_SECONDS = 1.0
 USAGE_REFRESH_SECONDS = 5.0
 RETENTION_SECONDS = 3600.0
+RETENTION_LOOK_SECONDS = 60.0
 
 
 class Guard:
-    def __init__(self, ledger: Ledger, storage: LocalStorage, ftp: FtpSettings, retention_days: int = 30) -> None:
+    def __init__(self, ledger: Ledger, storage: LocalStorage, ftp: FtpSettings, retention_days: int = 30,
+                 holder: str | None = None) -> None:
         self.ledger = ledger
+        self.holder = holder or this_process()
         self.storage = storage
         #: Days archive/ and reports/ files are kept for products without their own retention.
         self.retention_days = retention_days
@@ -57,7 +61,7 @@ class Guard:
 
     def _run(self) -> None:
         next_usage = time.monotonic() + USAGE_REFRESH_SECONDS
-        next_retention = time.monotonic()  # once at start, then hourly
+        next_retention = time.monotonic()  # at start, then every minute: runs when the hourly lease is free
         while not self._stop.wait(BAN_REFRESH_SECONDS):
             now = time.monotonic()
             self._safely(self.bans.refresh)
@@ -66,10 +70,14 @@ class Guard:
                 next_usage = now + USAGE_REFRESH_SECONDS
                 self._safely(self._scan_usage)
             if now >= next_retention:
-                next_retention = now + RETENTION_SECONDS
+                next_retention = now + RETENTION_LOOK_SECONDS
                 self._safely(self._retention)
 
     def _retention(self) -> None:
+        # Once an hour across every node on the ledger: the job's lease, never released, is the
+        # schedule (whoever finds it expired runs it and holds it for the next hour).
+        if not self.ledger.take_job("retention", self.holder, RETENTION_SECONDS):
+            return
         apply_retention(self.storage, self.ledger.list_products(), self.retention_days)
         self.ledger.prune_bans(time.time())
 

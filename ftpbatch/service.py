@@ -64,6 +64,12 @@ class Gateway:
         if receipt_timeout is None:
             receipt_timeout = settings.dispatch.receipt_timeout
         self.ledger = Ledger(settings.ledger_location, receipt_timeout=receipt_timeout)
+        if self.connector.max_binds is not None:
+            # the account's binds across every node are capped: each bind holds a slot leased in the ledger
+            from .dispatch.bind_slots import LedgerBindSlots
+
+            self.connector.bind_slots = LedgerBindSlots(self.ledger, self.connector.account,
+                                                        self.connector.max_binds, self.node_id)
         self.metrics = Metrics(self.ledger)
         usage = MonthlyUsageFiles(self.ledger, self.storage, settings.report.usage_refresh, settings.report.usage_min_interval)
         self.reporter = Reporter(self.ledger, self.storage, settings.report.interval, usage=usage, holder=self.node_id)
@@ -124,6 +130,7 @@ class Gateway:
             self.heartbeat = NodeHeartbeat(
                 self.ledger, self.node_id, settings.dispatch.lease_seconds, ftp_address=self._ftp_address,
                 binds=lambda: self.connector.binds, leases=lambda: self.dispatcher.in_flight,
+                detail=self._jobs_held,
             )
         self._started = False
         # status.json and the component gauges: only a serving gateway has them
@@ -138,6 +145,12 @@ class Gateway:
             self.intake, self.guard, self.ftp, self.sftp,
         ]
         self.services: list[Service] = [s for s in candidates if s is not None]
+
+    def _jobs_held(self) -> dict[str, Any]:
+        """What the heartbeat shows of this node's job leases (ledger/jobs.py): reports, rescan, bind slots, ..."""
+        now = time.time()
+        mine = [j.name for j in self.ledger.job_holders() if j.holder.split("#")[0] == self.node_id and j.expires > now]
+        return {"jobs": mine}
 
     def _ftp_address(self) -> str:
         """Where FTP clients reach this node: the masquerade address if set, else the listener's."""

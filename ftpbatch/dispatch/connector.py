@@ -28,7 +28,7 @@ from typing import Callable, Protocol, Sequence
 
 from ..models import MoMessage, OutboundMessage, QueryOutcome, QueryRequest, Receipt, SubmitResult
 
-__all__ = ["Ack", "Connector", "ConnectorEvents", "OutboundMessage", "Receipt", "SubmitResult"]
+__all__ = ["Ack", "BindSlots", "Connector", "ConnectorEvents", "OutboundMessage", "Receipt", "SubmitResult"]
 
 #: called by the receiver of a batch once it is stored; thread-safe
 Ack = Callable[[], None]
@@ -46,6 +46,15 @@ class ConnectorEvents(Protocol):
     def connection_state(self, up: bool, detail: str) -> None: ...
 
 
+class BindSlots(Protocol):
+    """The binds an account may hold across every node (dispatch/bind_slots.py); called off the loop."""
+
+    def take(self, binds: int) -> bool: ...
+    def renew(self) -> bool: ...
+    def release(self) -> None: ...
+    def describe(self) -> str: ...
+
+
 class Connector(abc.ABC):
     """An upstream route. Subclasses: ``SimConnector``, the SMPP connector."""
 
@@ -58,6 +67,10 @@ class Connector(abc.ABC):
     #: Seconds the ledger waits for a receipt on this route when the route's
     #: own settings name it (it wins over ``[dispatch] receipt_timeout``); ``None``: not named.
     receipt_timeout: float | None = None
+    #: Total binds of this account across nodes (``max_binds``); None: no limit (and no slots taken).
+    max_binds: int | None = None
+    #: Set by the gateway when ``max_binds`` is: the connector binds only while it holds slots.
+    bind_slots: BindSlots | None = None
 
     @abc.abstractmethod
     def start(self, events: ConnectorEvents) -> None:

@@ -74,6 +74,7 @@ class SmppConnector(Connector):
         self.tps = settings.tps
         #: seconds after which the ledger should stop waiting for a receipt
         self.receipt_timeout = settings.receipt_timeout
+        self.max_binds = settings.max_binds
         #: counters for logs and metrics: accepted, failed, retried, throttled, receipts, ...
         self.stats: Counter[str] = Counter()
         self._split = split
@@ -318,6 +319,7 @@ class SmppConnector(Connector):
             self._grace = loop.call_later(s.response_timeout, self._refuse)
             await self._sleep_unless_stopped(delay)
             delay = min(delay * 2, s.reconnect_max)
+        await self._release_slots()
         self._sender.retry_all("connector stopped")
         self._queries.fail_all("connector stopped")
         self._state(False, f"unbound from {s.host}:{s.port} (stopped)")
@@ -337,6 +339,55 @@ class SmppConnector(Connector):
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     async def _bind_unless_stopped(self, delay: float) -> list[Session] | None:
+        s = self.settings
+        if not await self._take_slots(delay):
+            return None
+        sessions = await self._bind_or_stop(delay)
+        if sessions is None:
+            await self._release_slots()
+        return sessions
+
+    async def _take_slots(self, delay: float) -> bool:
+        """With ``max_binds``: hold this bind's slots of the account first (ledger leases), or wait."""
+        slots, s = self.bind_slots, self.settings
+        if slots is None:
+            return True
+        try:
+            free = await asyncio.get_running_loop().run_in_executor(None, slots.take, 1 if s.bind == "trx" else 2)
+        except Exception as exc:  # the ledger cannot be reached: no new bind until it can
+            free = False
+            log.warning("%s: cannot take a bind slot (%s)", self.account, exc)
+        if not free:
+            self.stats["bind_slot_waits"] += 1
+            self._state(False, f"not binding to {s.host}:{s.port}: the {s.max_binds} bind(s) of {s.system_id!r} "
+                               f"are held by other nodes; trying again in {delay:g}s")
+            await self._sleep_unless_stopped(delay)
+        return free
+
+    async def _release_slots(self) -> None:
+        if self.bind_slots is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(None, self.bind_slots.release)
+
+    async def _keep_slots(self, sessions: list[Session]) -> None:
+        """Renew this node's bind slots while bound; lost to another node (after a cut): unbind."""
+        slots = self.bind_slots
+        assert slots is not None
+        loop = asyncio.get_running_loop()
+        every = float(getattr(slots, "seconds", 30.0)) / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                kept = await loop.run_in_executor(None, slots.renew)
+            except Exception:  # pragma: no cover - renew answers for an unreachable ledger itself
+                kept = False
+            if not kept:
+                log.warning("%s: bind slot lost to another node; unbinding", self.account)
+                for session in sessions:
+                    await session.unbind(2.0)
+                return
+
+    async def _bind_or_stop(self, delay: float) -> list[Session] | None:
         s = self.settings
         bind = asyncio.ensure_future(self._bind())
         stop = asyncio.ensure_future(self._stop_event.wait())
@@ -388,6 +439,8 @@ class SmppConnector(Connector):
         tasks = [asyncio.create_task(self._sender.run(tx)), asyncio.create_task(self._queries.run())]
         tasks += [asyncio.create_task(session.keepalive(self.settings.enquire_link, self.settings.response_timeout))
                   for session in sessions]
+        if self.bind_slots is not None:
+            tasks.append(asyncio.create_task(self._keep_slots(sessions)))
         waits = [asyncio.ensure_future(session.closed.wait()) for session in sessions]
         stop = asyncio.ensure_future(self._stop_event.wait())
         await asyncio.wait({stop, *waits}, return_when=asyncio.FIRST_COMPLETED)
@@ -405,6 +458,7 @@ class SmppConnector(Connector):
         self._sessions = []
         reason = next((session.reason for session in sessions if not session.alive), "stopped")
         await self._close(sessions, unbind=stopping)
+        await self._release_slots()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -64,13 +64,15 @@ class SmppSettings:
     tls_verify: bool = True
     #: internal re-sends of one part after throttling before the message goes back to the ledger
     retry_max: int = 5
+    #: binds (sessions) this system_id may hold in total across every node on the ledger; unset: no limit
+    max_binds: int | None = None
 
     @property
     def account(self) -> str:
         return f"smpp:{self.system_id}@{self.host}:{self.port}"
 
 
-_INT = {"window", "source_ton", "source_npi", "dest_ton", "dest_npi", "retry_max"}
+_INT = {"window", "source_ton", "source_npi", "dest_ton", "dest_npi", "retry_max", "max_binds"}
 _FLOAT = {"tps", "receipt_timeout", "enquire_link", "response_timeout", "connect_timeout",
           "reconnect_min", "reconnect_max", "throttle_min", "throttle_max"}
 _BOOL = {"gsm_packed", "sar", "tls", "tls_verify"}
@@ -142,6 +144,9 @@ def _check(s: SmppSettings) -> None:
             raise ConfigError(f"SMPP connector option {f.name}={value} must be positive")
         if f.name in ("source_ton", "source_npi", "dest_ton", "dest_npi") and value is not None and not 0 <= value <= 255:
             raise ConfigError(f"SMPP connector option {f.name}={value} must be between 0 and 255")
+    if s.max_binds is not None and s.max_binds < (1 if s.bind == "trx" else 2):
+        raise ConfigError(f"SMPP connector option max_binds={s.max_binds} must allow at least one bind "
+                          f"({'1' if s.bind == 'trx' else '2: tx+rx binds twice'})")
     if s.retry_max < 0:
         raise ConfigError(f"SMPP connector option retry_max={s.retry_max} must not be negative")
     if len(s.system_id) > 15 or len(s.password) > 8:

@@ -70,3 +70,22 @@ def test_a_workbook_of_several_sheets_says_that_only_the_first_was_read(tmp_path
         "put every message on the first sheet, or upload each sheet as a file of its own"
     ]
     assert single["notes"] == []
+
+
+def test_a_dry_run_shows_the_number_it_would_read_as_national_and_the_ignored_sheets(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    account = add_product(root, "shop", "shop-password", dial_prefix="44")
+    book = Workbook()
+    book.active.append(["to", "text"])
+    book.active.append([7700900023, "numeric cell"])
+    book.active.append([4915112345678, "german"])
+    book.create_sheet("Notes")
+    buffer = io.BytesIO()
+    book.save(buffer)
+    with ServerProcess(root) as server:
+        with server.ftp(account) as client:
+            upload(client, "check.xlsx", buffer.getvalue(), folder="/check")
+        summary = wait_for_summary(root, "shop", "check.xlsx", ("checked", "rejected"), timeout=30)
+        report = read_report(root, "shop", summary)
+    assert summary["state"] == "checked" and summary["notes"][0].startswith("the workbook has 2 sheets")
+    assert [(r["to"], r["note"]) for r in report] == [("447700900023", NOTE), ("4915112345678", "")]

@@ -61,10 +61,10 @@ def main() -> None:
     for rnd in range(1, args.rounds + 1):
         if kannel:
             k = bc.run_kannel(rnd, args.messages, 50, 1, "kannel")
-            theirs.append(k["cpu_s"]["bearerbox"] + k["cpu_s"]["smsbox"])
+            theirs.append(round(k["cpu_s"]["bearerbox"] + k["cpu_s"]["smsbox"], 2))
         f = bc.run_ftpbatch_process(rnd, args.messages, 50, csv)
         assert f.get("state") == "complete", f
-        ours.append(f["cpu_s"]["ftpbatch"])
+        ours.append(round(f["cpu_s"]["ftpbatch"], 2))
     result: dict[str, object] = {
         "benchmark": "cpu_kannel",
         "messages": args.messages,

@@ -65,6 +65,18 @@ def dialect_of(conn: Connection) -> str:
     return str(getattr(conn, "dialect", SQLITE))
 
 
+def skip_locked(dialect: str) -> str:
+    """The clause that makes a ``SELECT`` of queue rows pass over rows another node is taking right now.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` (DESIGN.md §12): two nodes leasing
+    at once each lock and take different rows, neither waits for the other,
+    and a row changed by a transaction that committed meanwhile is checked
+    again against the query's conditions. SQLite needs nothing: its write
+    transactions (``BEGIN IMMEDIATE``) run one at a time.
+    """
+    return " FOR UPDATE SKIP LOCKED" if dialect == POSTGRESQL else ""
+
+
 def greatest(dialect: str) -> str:
     """The SQL function giving the largest of its arguments (SQLite's multi-argument MAX)."""
     return "GREATEST" if dialect == POSTGRESQL else "MAX"

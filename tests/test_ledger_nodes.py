@@ -11,8 +11,8 @@ import pytest
 
 from ftpbatch.ledger import Ledger
 from ftpbatch.ledger.protocol import LedgerProtocol
-from ftpbatch.models import OutboundMessage, Product
-from tests.ledger_contract import OpenLedger, new_batch
+from ftpbatch.models import OutboundMessage, Product, Receipt, SubmitResult
+from tests.ledger_contract import NOW, OpenLedger, new_batch, statuses
 from tests.ledger_contract_nodes import NodesContract
 
 
@@ -103,3 +103,71 @@ class TestPostgresLeasesSkipLocked:
         assert not {m.message_id for m in got_a} & {m.message_id for m in got_b}
         assert a.lease("node-c", "acme", 10, now + 5, 60) == []
 
+
+class TestPostgresCrossedReceipts:
+    """A receipt reaching node B while node A is still writing its message's submit answer.
+
+    B finds no message with that upstream id yet and parks the receipt; A,
+    looking for parked receipts before B committed, finds none. Each
+    ordering of the two commits is forced here (one side is held between
+    its work and its commit), and the receipt must be applied either way,
+    at once, not left to the periodic retry of parked receipts.
+    """
+
+    @pytest.fixture
+    def nodes(self, pg_url: str) -> Iterator[tuple[Ledger, Ledger]]:
+        a, b = Ledger(pg_url), Ledger(pg_url)
+        a.add_product(Product("acme", "x"))
+        yield a, b
+        a.close()
+        b.close()
+
+    @staticmethod
+    def _held(monkeypatch: pytest.MonkeyPatch, store: object, method: str) -> tuple[threading.Event, threading.Event]:
+        """Make ``store.method`` stop after its work, before its transaction commits, until released."""
+        done, release = threading.Event(), threading.Event()
+        original = getattr(store, method)
+
+        def held(*args: object, **kwargs: object) -> object:
+            result = original(*args, **kwargs)
+            done.set()
+            assert release.wait(10)
+            return result
+
+        monkeypatch.setattr(store, method, held)
+        return done, release
+
+    def _setup(self, a: Ledger) -> tuple[int, list[SubmitResult], Receipt]:
+        seq = new_batch(a, 1)
+        (message,) = a.lease("node-a", "acme", 1, time.time(), 60)
+        answer = [SubmitResult(message.message_id, message.attempt, upstream_id="up-1")]
+        return seq, answer, Receipt("smsc", "up-1", "004", NOW, None)
+
+    def test_receipt_parked_while_the_answer_is_being_written(self, nodes: tuple[Ledger, Ledger],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+        a, b = nodes
+        seq, answer, receipt = self._setup(a)
+        done, release = self._held(monkeypatch, a.answers, "_apply_results")
+        writer = threading.Thread(target=a.record_answers, args=("smsc", answer, ()))
+        writer.start()
+        assert done.wait(10)  # A's answer is written, not committed, and A found nothing parked
+        assert b.record_answers("smsc", (), [receipt]) == 1  # so B parks the receipt
+        release.set()
+        writer.join(10)
+        assert statuses(a, seq) == {"004": 1}
+        assert a.inbound.unmatched_receipts()["parked"] == 0
+
+    def test_answer_written_while_the_receipt_is_being_parked(self, nodes: tuple[Ledger, Ledger],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+        a, b = nodes
+        seq, answer, receipt = self._setup(a)
+        done, release = self._held(monkeypatch, b.answers, "_apply_receipts")
+        parker = threading.Thread(target=b.record_answers, args=("smsc", (), [receipt]))
+        parker.start()
+        assert done.wait(10)  # B parked the receipt, not committed yet
+        a.record_answers("smsc", answer, ())  # A's answer commits, and finds nothing parked
+        assert statuses(a, seq) == {"003": 1}
+        release.set()
+        parker.join(10)
+        assert statuses(a, seq) == {"004": 1}
+        assert a.inbound.unmatched_receipts()["parked"] == 0

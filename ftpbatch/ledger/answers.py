@@ -15,7 +15,7 @@ from typing import Sequence
 from .. import codes
 from ..models import Receipt, SubmitResult
 from .batches import touch_batches, touch_batches_of_messages, touch_batches_where
-from .db import Connection, Database
+from .db import POSTGRESQL, Connection, Database
 from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream
 from .sql import VALUES_CHUNK, chunks, in_lists, value_marks
 
@@ -44,10 +44,44 @@ class AnswerStore:
         if not results and not receipts:
             return 0
         now = time.time()
+        parked: list[tuple[str, str]] = []
         with self.db.transaction() as tx:
             if results:
                 self._apply_results(tx, account, results, now)
-            return self._apply_receipts(tx, receipts, now) if receipts else 0
+            if receipts:
+                parked = self._apply_receipts(tx, receipts, now)
+        if self.db.dialect == POSTGRESQL and not self.db.connection().in_transaction:
+            self._settle_crossed(account, results, parked)
+        return len(parked)
+
+    def _settle_crossed(self, account: str, results: Sequence[SubmitResult], parked: list[tuple[str, str]]) -> None:
+        """Apply receipts parked by one node for messages another node was recording at the same moment.
+
+        With several nodes (PostgreSQL, read committed), node B may park a
+        receipt because node A's answer for its message is not committed yet,
+        while A, looking for parked receipts before B committed, finds none.
+        So both look again *after* their own commit: the one of the two that
+        committed last sees the other's rows, and applies the receipt (a
+        receipt applied twice is harmless: the update is conditional).
+        SQLite needs none of this: its writers take turns.
+        """
+        wanted: dict[str, list[str]] = {}
+        for acct, upstream_id in parked:
+            wanted.setdefault(acct, []).append(upstream_id)
+        answered = [r.upstream_id for r in results if r.upstream_id and not r.retry]
+        if answered and self._any_parked(account):
+            wanted.setdefault(account, []).extend(answered)
+        if not wanted:
+            return
+        now = time.time()
+        with self.db.transaction() as tx:
+            for acct, upstream_ids in wanted.items():
+                self._apply_parked(tx, acct, upstream_ids, now, touch=True)
+
+    def _any_parked(self, account: str) -> bool:
+        return self.db.connection().execute(
+            "SELECT 1 FROM parked_receipts WHERE account = ? LIMIT 1", (account,)
+        ).fetchone() is not None
 
     def _apply_results(self, tx: Connection, account: str, results: Sequence[SubmitResult], now: float) -> None:
         due = now + float(self.receipt_timeout)
@@ -92,8 +126,9 @@ class AnswerStore:
         if ok:
             self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
 
-    def _apply_receipts(self, tx: Connection, receipts: Sequence[Receipt], now: float) -> int:
-        parked = 0
+    def _apply_receipts(self, tx: Connection, receipts: Sequence[Receipt], now: float) -> list[tuple[str, str]]:
+        """Apply receipts; returns the (account, upstream id) of those parked."""
+        parked: list[tuple[str, str]] = []
         by_account: dict[str, list[Receipt]] = {}
         for receipt in receipts:
             by_account.setdefault(receipt.account, []).append(receipt)
@@ -130,7 +165,7 @@ class AnswerStore:
                     "status = excluded.status, error_text = excluded.error_text, received_at = excluded.received_at",
                     orphans,
                 )
-                parked += len(orphans)
+                parked += [(account, o[1]) for o in orphans]
         return parked
 
     @staticmethod
@@ -150,7 +185,13 @@ class AnswerStore:
         return found
 
     @staticmethod
-    def _apply_parked(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+    def _apply_parked(tx: Connection, account: str, upstream_ids: Sequence[str], now: float, *, touch: bool = False) -> None:
+        """Apply the parked receipts of these upstream ids whose message has its submit answer now.
+
+        A parked receipt whose message is not at 003 yet stays parked; one
+        whose message is final already is done with. ``touch``: also mark
+        the changed messages' batches (the caller has not).
+        """
         for marks, part in in_lists(upstream_ids):
             parked = tx.execute(
                 f"SELECT upstream_id, status, error_text FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks})",
@@ -158,14 +199,25 @@ class AnswerStore:
             ).fetchall()
             if not parked:
                 continue
-            tx.executemany(
-                "UPDATE messages SET status = ?, error_text = COALESCE(?, error_text), updated_at = ? "
-                "WHERE account = ? AND upstream_id = ? AND status = '003'",
-                [(p[1], p[2], now, account, p[0]) for p in parked],
-            )
-            queue_callbacks_for_upstream(tx, account, [p[0] for p in parked], now)
-            tx.executemany(
-                "DELETE FROM parked_receipts WHERE account = ? AND upstream_id = ?", [(account, p[0]) for p in parked]
+            changed = [
+                r[0]
+                for p in parked
+                for r in tx.execute(
+                    "UPDATE messages SET status = ?, error_text = COALESCE(?, error_text), updated_at = ? "
+                    "WHERE account = ? AND upstream_id = ? AND status = '003' RETURNING id",
+                    (p[1], p[2], now, account, p[0]),
+                ).fetchall()
+            ]
+            if changed:
+                queue_callbacks_for_messages(tx, changed, now)
+                if touch:
+                    touch_batches_of_messages(tx, changed, now)
+            # done with: applied now, or their message is final already (a message known by its upstream id)
+            tx.execute(
+                f"DELETE FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks}) AND EXISTS "
+                "(SELECT 1 FROM messages m WHERE m.account = parked_receipts.account "
+                "AND m.upstream_id = parked_receipts.upstream_id)",
+                (account, *part),
             )
 
     def time_out_receipts(self, now: float) -> int:

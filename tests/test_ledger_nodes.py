@@ -171,3 +171,30 @@ class TestPostgresCrossedReceipts:
         parker.join(10)
         assert statuses(a, seq) == {"004": 1}
         assert a.inbound.unmatched_receipts()["parked"] == 0
+
+    def test_answer_committed_between_a_receipts_update_and_its_parking(self, nodes: tuple[Ledger, Ledger],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+        a, b = nodes
+        seq, answer, receipt = self._setup(a)
+        a_done, a_release = self._held(monkeypatch, a.answers, "_apply_results")
+        b_missed, b_release = threading.Event(), threading.Event()
+        find = b.answers._find_upstream
+
+        def find_after_a_committed(*args: object) -> object:
+            b_missed.set()  # B's update found no message at 003
+            assert b_release.wait(10)
+            return find(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(b.answers, "_find_upstream", find_after_a_committed)
+        writer = threading.Thread(target=a.record_answers, args=("smsc", answer, ()))
+        writer.start()
+        assert a_done.wait(10)
+        receiver = threading.Thread(target=b.record_answers, args=("smsc", (), [receipt]))
+        receiver.start()
+        assert b_missed.wait(10)
+        a_release.set()
+        writer.join(10)  # A committed: B now sees the message known, at 003
+        b_release.set()
+        receiver.join(10)
+        assert statuses(a, seq) == {"004": 1}
+        assert a.inbound.unmatched_receipts()["parked"] == 0

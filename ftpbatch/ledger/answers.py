@@ -138,35 +138,49 @@ class AnswerStore:
             for r in items:
                 first.setdefault(r.upstream_id, r)
             upstream_ids = list(first)
-            # One statement per 2,000 receipts, joined on (account, upstream id):
-            # no read of the messages first, which stepped (and traded the GIL) per row.
-            changed = 0
-            for part in chunks(list(first.values()), VALUES_CHUNK):
-                changed += tx.execute(
-                    "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
-                    f"updated_at = ? FROM (VALUES {value_marks(len(part), 3)}) AS v "
-                    "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
-                    "AND messages.status IN ('002', '003', '011')",
-                    (now, *itertools.chain.from_iterable((r.upstream_id, r.status, r.error_text) for r in part), account),
-                ).rowcount
+            changed = self._apply_to_messages(tx, account, list(first.values()), now)
+            if changed < len(first):
+                # Some found no message at 002/003/011. Those whose message is final
+                # already are done. Those whose message is not final now had their
+                # submit answer committed by another node after the UPDATE ran
+                # (PostgreSQL, read committed): this statement sees it, so apply them
+                # again. The others overtook their submit answer and wait, parked.
+                known = self._find_upstream(tx, account, upstream_ids)
+                late = [first[u] for u, status in known.items() if status in ("002", "003", "011")]
+                if late:
+                    changed += self._apply_to_messages(tx, account, late, now)
+                orphans = [(account, r.upstream_id, r.status, r.error_text, now)
+                           for r in first.values() if r.upstream_id not in known]
+                if orphans:
+                    tx.executemany(
+                        "INSERT INTO parked_receipts (account, upstream_id, status, error_text, received_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, upstream_id) DO UPDATE SET "
+                        "status = excluded.status, error_text = excluded.error_text, received_at = excluded.received_at",
+                        orphans,
+                    )
+                    parked += [(account, o[1]) for o in orphans]
             if changed:
                 queue_callbacks_for_upstream(tx, account, upstream_ids, now)  # the messages changed just now
                 self._touch_batches_of_upstream(tx, account, upstream_ids, now)
-            if changed == len(first):
-                continue  # every receipt found its message: nothing to park
-            # Some did not: those for a message already final are done; the
-            # others overtook their submit answer and wait in the ledger.
-            known = self._find_upstream(tx, account, upstream_ids)
-            orphans = [(account, r.upstream_id, r.status, r.error_text, now) for r in items if r.upstream_id not in known]
-            if orphans:
-                tx.executemany(
-                    "INSERT INTO parked_receipts (account, upstream_id, status, error_text, received_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, upstream_id) DO UPDATE SET "
-                    "status = excluded.status, error_text = excluded.error_text, received_at = excluded.received_at",
-                    orphans,
-                )
-                parked += [(account, o[1]) for o in orphans]
         return parked
+
+    @staticmethod
+    def _apply_to_messages(tx: Connection, account: str, receipts: Sequence[Receipt], now: float) -> int:
+        """The receipts applied to their messages still open; returns how many changed.
+
+        One statement per 2,000 receipts, joined on (account, upstream id): no
+        read of the messages first, which stepped (and traded the GIL) per row.
+        """
+        changed = 0
+        for part in chunks(receipts, VALUES_CHUNK):
+            changed += tx.execute(
+                "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
+                f"updated_at = ? FROM (VALUES {value_marks(len(part), 3)}) AS v "
+                "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
+                "AND messages.status IN ('002', '003', '011')",
+                (now, *itertools.chain.from_iterable((r.upstream_id, r.status, r.error_text) for r in part), account),
+            ).rowcount
+        return changed
 
     @staticmethod
     def _touch_batches_of_upstream(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
@@ -174,14 +188,15 @@ class AnswerStore:
             touch_batches_where(tx, f"account = ? AND upstream_id IN ({marks})", (account, *part), now)
 
     @staticmethod
-    def _find_upstream(tx: Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        found: dict[str, tuple[int, int]] = {}
+    def _find_upstream(tx: Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each message known by one of these upstream ids."""
+        found: dict[str, str] = {}
         for marks, part in in_lists(upstream_ids):
             for row in tx.execute(
-                f"SELECT upstream_id, id, batch_seq FROM messages WHERE account = ? AND upstream_id IN ({marks})",
+                f"SELECT upstream_id, status FROM messages WHERE account = ? AND upstream_id IN ({marks})",
                 (account, *part),
             ):
-                found[row[0]] = (row[1], row[2])
+                found[row[0]] = row[1]
         return found
 
     @staticmethod
@@ -212,11 +227,14 @@ class AnswerStore:
                 queue_callbacks_for_messages(tx, changed, now)
                 if touch:
                     touch_batches_of_messages(tx, changed, now)
-            # done with: applied now, or their message is final already (a message known by its upstream id)
+            # Done with once their message is final (by this receipt or an earlier one). Not
+            # "once the message is known": on PostgreSQL this statement sees commits made
+            # after the UPDATE above ran, and a message whose answer another node committed
+            # in between is at 003 here, its receipt not applied yet: it stays parked.
             tx.execute(
                 f"DELETE FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks}) AND EXISTS "
                 "(SELECT 1 FROM messages m WHERE m.account = parked_receipts.account "
-                "AND m.upstream_id = parked_receipts.upstream_id)",
+                "AND m.upstream_id = parked_receipts.upstream_id AND m.status NOT IN ('002', '003', '011'))",
                 (account, *part),
             )
 

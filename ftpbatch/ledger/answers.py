@@ -17,7 +17,7 @@ from ..models import Receipt, SubmitResult
 from .batches import touch_batches, touch_batches_of_messages, touch_batches_where
 from .db import POSTGRESQL, Connection, Database
 from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream
-from .sql import VALUES_CHUNK, chunks, in_lists, value_marks
+from .sql import VALUES_CHUNK, chunks, keys_hint, member_of, values_table
 
 
 class AnswerStore:
@@ -101,12 +101,14 @@ class AnswerStore:
         ]
         retry = [(r.message_id, r.attempt) for r in results if r.retry]
         for part in chunks(ok, VALUES_CHUNK):
+            answers, params = values_table(tx, part, ("text", "bigint", "bigint"))
+            hint, keys = keys_hint(tx, "messages.id", [row[1] for row in part], "bigint")
             tx.execute(
                 "UPDATE messages SET status = '003', account = ?, upstream_id = v.column1, submitted_at = ?, "
-                "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? "
-                f"FROM (VALUES {value_marks(len(part), 3)}) AS v "
-                "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')",
-                (account, now, now, due, *itertools.chain.from_iterable(part)),
+                f"updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? FROM {answers} "
+                "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')"
+                f"{hint}",
+                (account, now, now, due, *params, *keys),
             )
         if failed:
             tx.executemany(
@@ -173,29 +175,28 @@ class AnswerStore:
         """
         changed = 0
         for part in chunks(receipts, VALUES_CHUNK):
+            found, params = values_table(tx, [(r.upstream_id, r.status, r.error_text) for r in part], ("text",) * 3)
+            hint, keys = keys_hint(tx, "messages.upstream_id", [r.upstream_id for r in part], "text")
             changed += tx.execute(
                 "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
-                f"updated_at = ? FROM (VALUES {value_marks(len(part), 3)}) AS v "
+                f"updated_at = ? FROM {found} "
                 "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
-                "AND messages.status IN ('002', '003', '011')",
-                (now, *itertools.chain.from_iterable((r.upstream_id, r.status, r.error_text) for r in part), account),
+                f"AND messages.status IN ('002', '003', '011'){hint}",
+                (now, *params, account, *keys),
             ).rowcount
         return changed
 
     @staticmethod
     def _touch_batches_of_upstream(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
-        for marks, part in in_lists(upstream_ids):
-            touch_batches_where(tx, f"account = ? AND upstream_id IN ({marks})", (account, *part), now)
+        for where, params in member_of(tx, "upstream_id", upstream_ids, "text"):
+            touch_batches_where(tx, f"account = ? AND {where}", (account, *params), now)
 
     @staticmethod
     def _find_upstream(tx: Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, str]:
         """The status of each message known by one of these upstream ids."""
         found: dict[str, str] = {}
-        for marks, part in in_lists(upstream_ids):
-            for row in tx.execute(
-                f"SELECT upstream_id, status FROM messages WHERE account = ? AND upstream_id IN ({marks})",
-                (account, *part),
-            ):
+        for where, params in member_of(tx, "upstream_id", upstream_ids, "text"):
+            for row in tx.execute(f"SELECT upstream_id, status FROM messages WHERE account = ? AND {where}", (account, *params)):
                 found[row[0]] = row[1]
         return found
 
@@ -207,10 +208,10 @@ class AnswerStore:
         whose message is final already is done with. ``touch``: also mark
         the changed messages' batches (the caller has not).
         """
-        for marks, part in in_lists(upstream_ids):
+        for where, params in member_of(tx, "upstream_id", upstream_ids, "text"):
             parked = tx.execute(
-                f"SELECT upstream_id, status, error_text FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks})",
-                (account, *part),
+                f"SELECT upstream_id, status, error_text FROM parked_receipts WHERE account = ? AND {where}",
+                (account, *params),
             ).fetchall()
             if not parked:
                 continue
@@ -232,10 +233,10 @@ class AnswerStore:
             # after the UPDATE above ran, and a message whose answer another node committed
             # in between is at 003 here, its receipt not applied yet: it stays parked.
             tx.execute(
-                f"DELETE FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks}) AND EXISTS "
+                f"DELETE FROM parked_receipts WHERE account = ? AND {where} AND EXISTS "
                 "(SELECT 1 FROM messages m WHERE m.account = parked_receipts.account "
                 "AND m.upstream_id = parked_receipts.upstream_id AND m.status NOT IN ('002', '003', '011'))",
-                (account, *part),
+                (account, *params),
             )
 
     def time_out_receipts(self, now: float) -> int:

@@ -8,13 +8,14 @@ only :class:`~ftpbatch.ledger.protocol.LedgerProtocol`.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from ftpbatch.ledger.protocol import LedgerProtocol
-from ftpbatch.models import Product
-from tests.ledger_contract import OpenLedger
+from ftpbatch.models import OutboundMessage, Product
+from tests.ledger_contract import OpenLedger, new_batch
 
 
 class NodesContract:
@@ -74,3 +75,44 @@ class NodesContract:
         assert node is not None and (node.pid, node.stopped_at, node.started_at) == (99, None, pytest.approx(now + 3))
         assert ledger.live_nodes(now + 3) == ["node-a"]
         assert ledger.forget_node("node-a") and ledger.list_nodes() == [] and not ledger.forget_node("node-a")
+
+    # --- leases taken by several nodes at once ---------------------------------
+    def _race(self, nodes: list[LedgerProtocol], window: int, now: float) -> dict[str, list[OutboundMessage]]:
+        """Every node leases ``window`` at a time on its own thread until the queue is dry."""
+        taken: dict[str, list[OutboundMessage]] = {}
+        errors: list[BaseException] = []
+        start = threading.Barrier(len(nodes))
+
+        def lease_until_dry(name: str, ledger: LedgerProtocol) -> None:
+            mine = taken.setdefault(name, [])
+            try:
+                start.wait()
+                while got := ledger.lease(name, "acme", window, now, 60):
+                    mine.extend(got)
+            except BaseException as exc:  # the test reports it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=lease_until_dry, args=(f"node-{i}", node)) for i, node in enumerate(nodes)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        return taken
+
+    def test_nodes_leasing_at_once_take_every_message_exactly_once(self, ledger: LedgerProtocol,
+                                                                    open_ledger: OpenLedger) -> None:
+        # twelve batches (twelve message blocks), then the same messages again as rows whose leases expired
+        for n in range(12):
+            new_batch(ledger, 250, f"b{n}.csv")
+        nodes = [ledger, open_ledger(), open_ledger()]
+        now = time.time()
+        taken = self._race(nodes, 40, now)
+        ids = [m.message_id for got in taken.values() for m in got]
+        assert len(ids) == 3000 and len(set(ids)) == 3000, (len(ids), len(set(ids)))
+        assert all(m.attempt == 1 for got in taken.values() for m in got)
+        # every lease expired (the nodes died): the rows are leased again, each once, flagged attempt 2
+        again = self._race(nodes, 40, now + 120)
+        ids_again = [m.message_id for got in again.values() for m in got]
+        assert sorted(ids_again) == sorted(ids)
+        assert all(m.attempt == 2 for got in again.values() for m in got)

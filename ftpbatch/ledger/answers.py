@@ -15,9 +15,9 @@ from typing import Sequence
 from .. import codes
 from ..models import Receipt, SubmitResult
 from .batches import touch_batches, touch_batches_of_messages, touch_batches_where
-from .db import Connection, Database
+from .db import POSTGRESQL, Connection, Database
 from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream
-from .sql import VALUES_CHUNK, chunks, in_lists, value_marks
+from .sql import VALUES_CHUNK, chunks, keys_hint, member_of, values_table
 
 
 class AnswerStore:
@@ -44,10 +44,44 @@ class AnswerStore:
         if not results and not receipts:
             return 0
         now = time.time()
+        parked: list[tuple[str, str]] = []
         with self.db.transaction() as tx:
             if results:
                 self._apply_results(tx, account, results, now)
-            return self._apply_receipts(tx, receipts, now) if receipts else 0
+            if receipts:
+                parked = self._apply_receipts(tx, receipts, now)
+        if self.db.dialect == POSTGRESQL and not self.db.connection().in_transaction:
+            self._settle_crossed(account, results, parked)
+        return len(parked)
+
+    def _settle_crossed(self, account: str, results: Sequence[SubmitResult], parked: list[tuple[str, str]]) -> None:
+        """Apply receipts parked by one node for messages another node was recording at the same moment.
+
+        With several nodes (PostgreSQL, read committed), node B may park a
+        receipt because node A's answer for its message is not committed yet,
+        while A, looking for parked receipts before B committed, finds none.
+        So both look again *after* their own commit: the one of the two that
+        committed last sees the other's rows, and applies the receipt (a
+        receipt applied twice is harmless: the update is conditional).
+        SQLite needs none of this: its writers take turns.
+        """
+        wanted: dict[str, list[str]] = {}
+        for acct, upstream_id in parked:
+            wanted.setdefault(acct, []).append(upstream_id)
+        answered = [r.upstream_id for r in results if r.upstream_id and not r.retry]
+        if answered and self._any_parked(account):
+            wanted.setdefault(account, []).extend(answered)
+        if not wanted:
+            return
+        now = time.time()
+        with self.db.transaction() as tx:
+            for acct, upstream_ids in wanted.items():
+                self._apply_parked(tx, acct, upstream_ids, now, touch=True)
+
+    def _any_parked(self, account: str) -> bool:
+        return self.db.connection().execute(
+            "SELECT 1 FROM parked_receipts WHERE account = ? LIMIT 1", (account,)
+        ).fetchone() is not None
 
     def _apply_results(self, tx: Connection, account: str, results: Sequence[SubmitResult], now: float) -> None:
         due = now + float(self.receipt_timeout)
@@ -67,12 +101,14 @@ class AnswerStore:
         ]
         retry = [(r.message_id, r.attempt) for r in results if r.retry]
         for part in chunks(ok, VALUES_CHUNK):
+            answers, params = values_table(tx, part, ("text", "bigint", "bigint"))
+            hint, keys = keys_hint(tx, "messages.id", [row[1] for row in part], "bigint")
             tx.execute(
                 "UPDATE messages SET status = '003', account = ?, upstream_id = v.column1, submitted_at = ?, "
-                "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? "
-                f"FROM (VALUES {value_marks(len(part), 3)}) AS v "
-                "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')",
-                (account, now, now, due, *itertools.chain.from_iterable(part)),
+                f"updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? FROM {answers} "
+                "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')"
+                f"{hint}",
+                (account, now, now, due, *params, *keys),
             )
         if failed:
             tx.executemany(
@@ -92,8 +128,9 @@ class AnswerStore:
         if ok:
             self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
 
-    def _apply_receipts(self, tx: Connection, receipts: Sequence[Receipt], now: float) -> int:
-        parked = 0
+    def _apply_receipts(self, tx: Connection, receipts: Sequence[Receipt], now: float) -> list[tuple[str, str]]:
+        """Apply receipts; returns the (account, upstream id) of those parked."""
+        parked: list[tuple[str, str]] = []
         by_account: dict[str, list[Receipt]] = {}
         for receipt in receipts:
             by_account.setdefault(receipt.account, []).append(receipt)
@@ -103,69 +140,103 @@ class AnswerStore:
             for r in items:
                 first.setdefault(r.upstream_id, r)
             upstream_ids = list(first)
-            # One statement per 2,000 receipts, joined on (account, upstream id):
-            # no read of the messages first, which stepped (and traded the GIL) per row.
-            changed = 0
-            for part in chunks(list(first.values()), VALUES_CHUNK):
-                changed += tx.execute(
-                    "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
-                    f"updated_at = ? FROM (VALUES {value_marks(len(part), 3)}) AS v "
-                    "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
-                    "AND messages.status IN ('002', '003', '011')",
-                    (now, *itertools.chain.from_iterable((r.upstream_id, r.status, r.error_text) for r in part), account),
-                ).rowcount
+            changed = self._apply_to_messages(tx, account, list(first.values()), now)
+            if changed < len(first):
+                # Some found no message at 002/003/011. Those whose message is final
+                # already are done. Those whose message is not final now had their
+                # submit answer committed by another node after the UPDATE ran
+                # (PostgreSQL, read committed): this statement sees it, so apply them
+                # again. The others overtook their submit answer and wait, parked.
+                known = self._find_upstream(tx, account, upstream_ids)
+                late = [first[u] for u, status in known.items() if status in ("002", "003", "011")]
+                if late:
+                    changed += self._apply_to_messages(tx, account, late, now)
+                orphans = [(account, r.upstream_id, r.status, r.error_text, now)
+                           for r in first.values() if r.upstream_id not in known]
+                if orphans:
+                    tx.executemany(
+                        "INSERT INTO parked_receipts (account, upstream_id, status, error_text, received_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, upstream_id) DO UPDATE SET "
+                        "status = excluded.status, error_text = excluded.error_text, received_at = excluded.received_at",
+                        orphans,
+                    )
+                    parked += [(account, o[1]) for o in orphans]
             if changed:
                 queue_callbacks_for_upstream(tx, account, upstream_ids, now)  # the messages changed just now
                 self._touch_batches_of_upstream(tx, account, upstream_ids, now)
-            if changed == len(first):
-                continue  # every receipt found its message: nothing to park
-            # Some did not: those for a message already final are done; the
-            # others overtook their submit answer and wait in the ledger.
-            known = self._find_upstream(tx, account, upstream_ids)
-            orphans = [(account, r.upstream_id, r.status, r.error_text, now) for r in items if r.upstream_id not in known]
-            if orphans:
-                tx.executemany(
-                    "INSERT INTO parked_receipts (account, upstream_id, status, error_text, received_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, upstream_id) DO UPDATE SET "
-                    "status = excluded.status, error_text = excluded.error_text, received_at = excluded.received_at",
-                    orphans,
-                )
-                parked += len(orphans)
         return parked
 
     @staticmethod
-    def _touch_batches_of_upstream(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
-        for marks, part in in_lists(upstream_ids):
-            touch_batches_where(tx, f"account = ? AND upstream_id IN ({marks})", (account, *part), now)
+    def _apply_to_messages(tx: Connection, account: str, receipts: Sequence[Receipt], now: float) -> int:
+        """The receipts applied to their messages still open; returns how many changed.
+
+        One statement per 2,000 receipts, joined on (account, upstream id): no
+        read of the messages first, which stepped (and traded the GIL) per row.
+        """
+        changed = 0
+        for part in chunks(receipts, VALUES_CHUNK):
+            found, params = values_table(tx, [(r.upstream_id, r.status, r.error_text) for r in part], ("text",) * 3)
+            hint, keys = keys_hint(tx, "messages.upstream_id", [r.upstream_id for r in part], "text")
+            changed += tx.execute(
+                "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
+                f"updated_at = ? FROM {found} "
+                "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
+                f"AND messages.status IN ('002', '003', '011'){hint}",
+                (now, *params, account, *keys),
+            ).rowcount
+        return changed
 
     @staticmethod
-    def _find_upstream(tx: Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        found: dict[str, tuple[int, int]] = {}
-        for marks, part in in_lists(upstream_ids):
-            for row in tx.execute(
-                f"SELECT upstream_id, id, batch_seq FROM messages WHERE account = ? AND upstream_id IN ({marks})",
-                (account, *part),
-            ):
-                found[row[0]] = (row[1], row[2])
+    def _touch_batches_of_upstream(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
+        for where, params in member_of(tx, "upstream_id", upstream_ids, "text"):
+            touch_batches_where(tx, f"account = ? AND {where}", (account, *params), now)
+
+    @staticmethod
+    def _find_upstream(tx: Connection, account: str, upstream_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each message known by one of these upstream ids."""
+        found: dict[str, str] = {}
+        for where, params in member_of(tx, "upstream_id", upstream_ids, "text"):
+            for row in tx.execute(f"SELECT upstream_id, status FROM messages WHERE account = ? AND {where}", (account, *params)):
+                found[row[0]] = row[1]
         return found
 
     @staticmethod
-    def _apply_parked(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
-        for marks, part in in_lists(upstream_ids):
+    def _apply_parked(tx: Connection, account: str, upstream_ids: Sequence[str], now: float, *, touch: bool = False) -> None:
+        """Apply the parked receipts of these upstream ids whose message has its submit answer now.
+
+        A parked receipt whose message is not at 003 yet stays parked; one
+        whose message is final already is done with. ``touch``: also mark
+        the changed messages' batches (the caller has not).
+        """
+        for where, params in member_of(tx, "upstream_id", upstream_ids, "text"):
             parked = tx.execute(
-                f"SELECT upstream_id, status, error_text FROM parked_receipts WHERE account = ? AND upstream_id IN ({marks})",
-                (account, *part),
+                f"SELECT upstream_id, status, error_text FROM parked_receipts WHERE account = ? AND {where}",
+                (account, *params),
             ).fetchall()
             if not parked:
                 continue
-            tx.executemany(
-                "UPDATE messages SET status = ?, error_text = COALESCE(?, error_text), updated_at = ? "
-                "WHERE account = ? AND upstream_id = ? AND status = '003'",
-                [(p[1], p[2], now, account, p[0]) for p in parked],
-            )
-            queue_callbacks_for_upstream(tx, account, [p[0] for p in parked], now)
-            tx.executemany(
-                "DELETE FROM parked_receipts WHERE account = ? AND upstream_id = ?", [(account, p[0]) for p in parked]
+            changed = [
+                r[0]
+                for p in parked
+                for r in tx.execute(
+                    "UPDATE messages SET status = ?, error_text = COALESCE(?, error_text), updated_at = ? "
+                    "WHERE account = ? AND upstream_id = ? AND status = '003' RETURNING id",
+                    (p[1], p[2], now, account, p[0]),
+                ).fetchall()
+            ]
+            if changed:
+                queue_callbacks_for_messages(tx, changed, now)
+                if touch:
+                    touch_batches_of_messages(tx, changed, now)
+            # Done with once their message is final (by this receipt or an earlier one). Not
+            # "once the message is known": on PostgreSQL this statement sees commits made
+            # after the UPDATE above ran, and a message whose answer another node committed
+            # in between is at 003 here, its receipt not applied yet: it stays parked.
+            tx.execute(
+                f"DELETE FROM parked_receipts WHERE account = ? AND {where} AND EXISTS "
+                "(SELECT 1 FROM messages m WHERE m.account = parked_receipts.account "
+                "AND m.upstream_id = parked_receipts.upstream_id AND m.status NOT IN ('002', '003', '011'))",
+                (account, *params),
             )
 
     def time_out_receipts(self, now: float) -> int:

@@ -15,7 +15,7 @@ from ..models import CHECKED, COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJEC
 from .blockqueue import BlockQueue
 from .db import Connection, Database, Row
 from .outbox import queue_callbacks_for_batch
-from .sql import in_lists
+from .sql import member_of
 
 _BATCH_COLUMNS = (
     "seq, id, product, file_name, spool_path, source, state, received_at, updated_at, sha256, "
@@ -247,8 +247,8 @@ def touch_batches(tx: Connection, seqs: Iterable[int], now: float) -> None:
 
 def touch_batches_of_messages(tx: Connection, message_ids: Sequence[int], now: float) -> None:
     """As :func:`touch_batches`, for the batches holding these messages (one statement per chunk)."""
-    for marks, part in in_lists(message_ids):
-        touch_batches_where(tx, f"id IN ({marks})", tuple(part), now)
+    for where, params in member_of(tx, "id", message_ids, "bigint"):
+        touch_batches_where(tx, where, tuple(params), now)
 
 
 def touch_batches_where(tx: Connection, condition: str, params: tuple[object, ...], now: float) -> None:

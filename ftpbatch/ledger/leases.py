@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..models import OutboundMessage
 from .blockqueue import BlockQueue
 from .db import Connection, Database
+from .sql import dialect_of, skip_locked
 
 # The batches whose messages are not leased now (ledger/controls.py); few, and indexed (batches_paused).
 _PAUSED = "SELECT seq FROM batches WHERE paused = 1"
@@ -30,6 +31,9 @@ class LeaseStore:
         """
         until = now + lease_seconds
         with self.db.transaction() as tx:
+            # Several nodes lease at once on PostgreSQL: each locks the rows it
+            # takes and passes over those another node is taking (skip_locked).
+            lock = skip_locked(dialect_of(tx))
             rows = tx.execute(
                 "UPDATE messages SET lease_owner = ?, lease_until = ?, attempt = attempt + 1, "
                 "possible_duplicate = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE possible_duplicate END "
@@ -38,7 +42,7 @@ class LeaseStore:
                 "WHERE id IN (SELECT id FROM messages WHERE product = ? AND status IN ('002', '011') "
                 "AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) "
                 f"AND batch_seq NOT IN ({_PAUSED}) "
-                "ORDER BY not_before, id LIMIT ?) "
+                f"ORDER BY not_before, id LIMIT ?{lock}) "
                 "RETURNING id, attempt, destination, sender, text, encoding, parts, validity_minutes, climsgid",
                 (owner, until, product, now, now, limit),
             ).fetchall()
@@ -66,14 +70,20 @@ class LeaseStore:
         self, tx: Connection, owner: str, product: str, limit: int, now: float, until: float
     ) -> list[OutboundMessage]:
         leased: list[OutboundMessage] = []
-        blocks = tx.execute(
+        # One block at a time, each locked only when it is taken from: a block
+        # another node is taking from is passed over, not waited for, and a
+        # node locks no more blocks than it needs (one, for a window).
+        next_block = (
             "SELECT id, batch_seq, product, taken, size FROM message_blocks "
-            f"WHERE product = ? AND taken < size AND batch_seq NOT IN ({_PAUSED}) ORDER BY id LIMIT ?",
-            (product, limit),
-        ).fetchall()
-        for block in blocks:
-            if len(leased) >= limit:
+            f"WHERE product = ? AND id > ? AND taken < size AND batch_seq NOT IN ({_PAUSED}) ORDER BY id LIMIT 1"
+            f"{skip_locked(dialect_of(tx))}"
+        )
+        after = 0
+        while len(leased) < limit:
+            block = tx.execute(next_block, (product, after)).fetchone()
+            if block is None:
                 break
+            after = int(block["id"])
             for message_id, i, rows in self.blocks.take(tx, block, limit - len(leased), now, lease=(owner, until)):
                 leased.append(
                     OutboundMessage(

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 from .. import codes
 from .db import Connection, Database, Row
 from .records import CallbackBacklog, CallbackJob, CallbackOutcome
-from .sql import bump_counter, in_lists
+from .sql import bump_counter, member_of
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -58,18 +58,18 @@ def queue_callbacks_for_messages(tx: Connection, message_ids: Iterable[int], now
     ids = list(message_ids)
     if not ids or not _any_callback_url(tx):
         return
-    for marks, part in in_lists(ids):
-        tx.execute(_INSERT_SELECT.format(where=f"m.id IN ({marks}) AND m.updated_at = ?"), (now, now, *part, now))
+    for where, params in member_of(tx, "m.id", ids, "bigint"):
+        tx.execute(_INSERT_SELECT.format(where=f"{where} AND m.updated_at = ?"), (now, now, *params, now))
 
 
 def queue_callbacks_for_upstream(tx: Connection, account: str, upstream_ids: Sequence[str], now: float) -> None:
     """As :func:`queue_callbacks_for_messages`, for messages known by their upstream id."""
     if not upstream_ids or not _any_callback_url(tx):
         return
-    for marks, part in in_lists(upstream_ids):
+    for where, params in member_of(tx, "m.upstream_id", upstream_ids, "text"):
         tx.execute(
-            _INSERT_SELECT.format(where=f"m.account = ? AND m.upstream_id IN ({marks}) AND m.updated_at = ?"),
-            (now, now, account, *part, now),
+            _INSERT_SELECT.format(where=f"m.account = ? AND {where} AND m.updated_at = ?"),
+            (now, now, account, *params, now),
         )
 
 
@@ -135,14 +135,14 @@ class OutboxStore:
                 return []
             ids = sorted(r[0] for r in claimed)
             rows: list[Row] = []
-            for marks, part in in_lists(ids):
+            for where, members in member_of(tx, "c.id", ids, "bigint"):
                 rows += tx.execute(
                     "SELECT c.id, c.attempt, c.tries, c.product, c.status, c.event_at, c.lease_until, "
                     "m.upstream_id, m.climsgid, m.destination, m.sender, m.parts, "
                     "p.callback_url, p.callback_user, p.callback_password "
                     "FROM callbacks c JOIN messages m ON m.id = c.message_id LEFT JOIN products p ON p.name = c.product "
-                    f"WHERE c.id IN ({marks}) ORDER BY c.id",
-                    part,
+                    f"WHERE {where} ORDER BY c.id",
+                    members,
                 ).fetchall()
         return [
             CallbackJob(

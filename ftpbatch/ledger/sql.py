@@ -46,6 +46,54 @@ def in_lists(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[tuple[str, Se
         yield ", ".join("?" * len(part)), part
 
 
+def member_of(conn: Connection, column: str, items: Sequence[T], sql_type: str) -> Iterator[tuple[str, Sequence[Any]]]:
+    """``(condition, parameters)``: ``column`` is one of ``items``, as few statements as the dialect allows.
+
+    SQLite: ``column IN (?, ?, ...)``, a chunk of ``IN_CHUNK`` items per
+    statement. PostgreSQL: ``column = ANY(?)`` with the whole list as one
+    array parameter of ``sql_type``: the statement's text is the same for
+    any number of items, so psycopg parses it once and the server plans it
+    once (a 500-mark ``IN`` list was parsed anew by psycopg on every call).
+    """
+    if dialect_of(conn) == POSTGRESQL:
+        if items:
+            yield f"{column} = ANY(CAST(? AS {sql_type}[]))", (list(items),)
+        return
+    for marks, part in in_lists(items):
+        yield f"{column} IN ({marks})", part
+
+
+def keys_hint(conn: Connection, column: str, keys: Sequence[Any], sql_type: str) -> tuple[str, tuple[Any, ...]]:
+    """PostgreSQL: `` AND column = ANY(?)`` for a join with a :func:`values_table`, to lead the planner to the index.
+
+    Joined only on ``v.column1``, PostgreSQL's plan rests on its statistics
+    of the messages table, and those lag behind a table that grows by
+    thousands of rows a second: it then read every row of the account and
+    compared each with every receipt (7.5 ms a statement instead of 0.9).
+    Saying the keys outright makes it an index look-up whatever the
+    statistics say. SQLite needs no hint (nothing is added).
+    """
+    if dialect_of(conn) == POSTGRESQL:
+        return f" AND {column} = ANY(CAST(? AS {sql_type}[]))", (list(keys),)
+    return "", ()
+
+
+def values_table(conn: Connection, rows: Sequence[Sequence[Any]], sql_types: Sequence[str]) -> tuple[str, list[Any]]:
+    """``(source, parameters)``: ``rows`` as a table ``v`` (columns ``v.column1`` ...) to join in a statement.
+
+    SQLite: ``(VALUES (?, ?), ...) AS v``, a parameter per value. PostgreSQL:
+    ``unnest(?, ?) AS v(column1, column2)``, one array parameter per column
+    of ``sql_types``: one short statement text for any number of rows (a
+    2,000-row VALUES list was 6,000 placeholders psycopg parsed every time).
+    """
+    width = len(sql_types)
+    if dialect_of(conn) == POSTGRESQL:
+        arrays = ", ".join(f"CAST(? AS {t}[])" for t in sql_types)
+        names = ", ".join(f"column{i + 1}" for i in range(width))
+        return f"unnest({arrays}) AS v({names})", [list(column) for column in zip(*rows)] if rows else [[]] * width
+    return f"(VALUES {value_marks(len(rows), width)}) AS v", [value for row in rows for value in row]
+
+
 def bump_counter(tx: Connection, name: str, by: int = 1) -> None:
     """Add ``by`` to the counter ``name`` (table ``counters``), in the caller's transaction."""
     tx.execute(
@@ -63,6 +111,18 @@ def read_counter(conn: Connection, name: str) -> int:
 def dialect_of(conn: Connection) -> str:
     """``POSTGRESQL`` for a connection of the PostgreSQL ledger, else ``SQLITE``."""
     return str(getattr(conn, "dialect", SQLITE))
+
+
+def skip_locked(dialect: str) -> str:
+    """The clause that makes a ``SELECT`` of queue rows pass over rows another node is taking right now.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` (DESIGN.md §12): two nodes leasing
+    at once each lock and take different rows, neither waits for the other,
+    and a row changed by a transaction that committed meanwhile is checked
+    again against the query's conditions. SQLite needs nothing: its write
+    transactions (``BEGIN IMMEDIATE``) run one at a time.
+    """
+    return " FOR UPDATE SKIP LOCKED" if dialect == POSTGRESQL else ""
 
 
 def greatest(dialect: str) -> str:

@@ -20,6 +20,10 @@ Modes (each adds exactly one misbehaviour to ``happy``):
 ``nack_some``       generic_nack instead of submit_sm_resp for every ``--nack-every``-th
 ``server_unbind``   sends unbind after ``--unbind-after`` submits (once), then closes
 
+``--bind-tps N`` (any mode) caps every bind at N submit_sm a second, as
+SMSCs cap an account's binds: the answers of one connection are paced N a
+second (the window fills and waits), each receipt following its answer.
+
 Store and forward, in every mode: a deliver_sm (receipt or MO) not answered
 with deliver_sm_resp when its connection ends is kept and delivered again
 to the next receiver of that system_id (``"redelivered": true`` in the
@@ -107,6 +111,7 @@ class Options:
     drop_receipt_suffix: tuple[str, ...] = ()
     query_refusal: str = "none"  # none | nack | status
     mo: tuple[str, ...] = ()
+    bind_tps: float = 0.0  # submit_sm answered per second per connection (0: no cap)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -135,6 +140,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--drop-receipt-suffix", default="", help="comma-separated: these destinations get no receipt")
     p.add_argument("--query-refusal", choices=("none", "nack", "status"), default="none")
     p.add_argument("--mo", action="append", default=[], metavar="SOURCE:DEST:TEXT")
+    p.add_argument("--bind-tps", type=float, default=0.0, help="answer at most N submit_sm a second per bind (0: no cap)")
     a = p.parse_args(argv)
     stat = {}
     for item in a.stat:
@@ -152,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         throttle_every=a.throttle_every, drop_after=a.drop_after, drop_times=a.drop_times,
         nack_every=a.nack_every, unbind_after=a.unbind_after, resp_delay=resp_delay,
         drop_receipt_suffix=tuple(x for x in a.drop_receipt_suffix.split(",") if x),
-        query_refusal=a.query_refusal, mo=tuple(a.mo),
+        query_refusal=a.query_refusal, mo=tuple(a.mo), bind_tps=a.bind_tps,
     )
 
 
@@ -246,6 +252,8 @@ class SmscProtocol(asyncio.Protocol):
         self.closing = False
         self.seq = 0
         self.conn_submits = 0
+        # --bind-tps: the loop time at which this connection's next submit_sm may be answered
+        self.next_answer_at = 0.0
         # deliver_sm sent on this connection and not answered yet: seq -> (args, record)
         self.unacked: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         smsc.connections += 1
@@ -518,21 +526,29 @@ class SmscProtocol(asyncio.Protocol):
                 self._send_receipt(resp_id, text_id, dest, source, stat, sm)
             self._respond(op.SubmitSMResp(seqNum=pdu.seqNum, message_id=resp_id))
         else:
-            self._respond(op.SubmitSMResp(seqNum=pdu.seqNum, message_id=resp_id))
+            answered_in = self._respond(op.SubmitSMResp(seqNum=pdu.seqNum, message_id=resp_id))
             if wants_receipt:
                 loop = asyncio.get_running_loop()
-                loop.call_later(o.receipt_delay, self._send_receipt, resp_id, text_id, dest, source, stat, sm)
+                loop.call_later(answered_in + o.receipt_delay, self._send_receipt, resp_id, text_id, dest, source, stat, sm)
         if mode == "server_unbind" and smsc.unbinds_sent == 0 and n >= o.unbind_after:
             smsc.unbinds_sent += 1
             smsc.rec.write({"event": "server_unbind", "conn": self.conn})
             self.send(op.Unbind(seqNum=self._next_seq()))
             asyncio.get_running_loop().call_later(1.0, self._drop)
 
-    def _respond(self, pdu: op.PDU) -> None:
-        if self.o.resp_delay > 0:
-            asyncio.get_running_loop().call_later(self.o.resp_delay, self.send, pdu)
+    def _respond(self, pdu: op.PDU) -> float:
+        """Answer a submit_sm (after ``--resp-delay``, and in its turn under ``--bind-tps``); returns the delay."""
+        delay = self.o.resp_delay
+        if self.o.bind_tps > 0:
+            now = asyncio.get_running_loop().time()
+            slot = max(now, self.next_answer_at)
+            self.next_answer_at = slot + 1.0 / self.o.bind_tps
+            delay = max(delay, slot - now)
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.send, pdu)
         else:
             self.send(pdu)
+        return delay
 
     # --- receipts -----------------------------------------------------------
     def _send_receipt(self, resp_id: str, text_id: str, dest: str, source: str, stat: str, sm: bytes) -> None:

@@ -144,6 +144,7 @@ class Ledger:
         self.expire_callback_leases_of = self.outbox.expire_callback_leases_of
         self.purge_callbacks = self.outbox.purge_callbacks
         self.next_callback_due = self.outbox.next_callback_due
+        self.callbacks_configured = self.outbox.callbacks_configured
         self.callback_backlog = self.outbox.callback_backlog
         self.callbacks_of_message = self.outbox.callbacks_of_message
         self.callback_states = self.outbox.callback_states

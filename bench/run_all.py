@@ -63,7 +63,7 @@ def rows_for(name: str, results: list[dict]) -> list[tuple[str, str, str, str]]:
                 table.append((f"  with {r['optouts']:,} opt-outs (122 look-up alone)", f"{r['ftpbatch_with_optouts_s']} s "
                               f"({r['optout_lookup_s']} s)", f"without {r['ftpbatch_claim_to_queued_s']} s", ""))
         elif name == "dispatch":
-            table.append((f"dispatch {r['messages']:,} msgs w/ receipts, mean of {r['rounds']}", f"{r['ftpbatch_msgs_per_s_with_receipts']}/s",
+            table.append((f"dispatch {r['messages']:,} msgs w/ receipts, mean of {r['rounds']}, {r.get('smsc', 'test')} SMSC", f"{r['ftpbatch_msgs_per_s_with_receipts']}/s",
                           f"bare smpp34 on uvloop {r['bare_smpp34_uvloop_msgs_per_s_with_receipts']}/s", f"{r['ratio']}x"))
             table.append(("  the same, against bare smpp34 on asyncio", "",
                           f"{r['bare_smpp34_msgs_per_s_with_receipts']}/s", f"{r['ratio_vs_bare_asyncio']}x"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Iterator
 
 from ..lazy import lazy_module
@@ -47,10 +48,12 @@ class ReportStore:
         """How many messages of a batch are in each status (split by whether they were ever sent)."""
         # one snapshot: a lease moving messages from a block into rows must not count them twice
         with self.db.snapshot() as conn:
+            # a message cancelled while in flight is pending until its answer comes or its lease ends
             rows = conn.execute(
-                "SELECT status, attempt > 0, COUNT(*), COALESCE(SUM(parts), 0), COALESCE(SUM(receipt_timed_out), 0), "
-                "COALESCE(SUM(possible_duplicate), 0) FROM messages WHERE batch_seq = ? GROUP BY status, attempt > 0",
-                (batch_seq,),
+                "SELECT CASE WHEN status = '006' AND lease_until >= ? THEN '002' ELSE status END AS shown, "
+                "attempt > 0, COUNT(*), COALESCE(SUM(parts), 0), COALESCE(SUM(receipt_timed_out), 0), "
+                "COALESCE(SUM(possible_duplicate), 0) FROM messages WHERE batch_seq = ? GROUP BY shown, attempt > 0",
+                (time.time(), batch_seq),
             ).fetchall()
             waiting, waiting_parts = conn.execute(
                 "SELECT COALESCE(SUM(size - taken), 0), COALESCE(SUM(parts_left), 0) FROM message_blocks "

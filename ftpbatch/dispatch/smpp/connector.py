@@ -97,6 +97,7 @@ class SmppConnector(Connector):
         self._inbound = Inbound(settings, self.stats, lambda: self._events, lambda: self._loop)
         self._queries = Queries(settings, self.stats, lambda: self._events, self._sender.bucket)
         self._results: list[SubmitResult] = []
+        self._commons: dict[tuple[str | None, int | None], tuple[str, dict[str, Any]]] = {}
         self._flush_scheduled = False
         self._grace: asyncio.TimerHandle | None = None
         self._sessions: list[Session] = []  # the bound sessions now (binds)
@@ -213,22 +214,34 @@ class SmppConnector(Connector):
         split = self._split or _default_split
         specs: list[Part] = build_parts(message.text, message.encoding, split=split, reference=next(self._refs),
                                         packed=s.gsm_packed, sar=s.sar)
-        source, ton, npi = source_address(message.sender, s)
-        common: dict[str, Any] = {
-            "source_addr": source, "source_addr_ton": ton, "source_addr_npi": npi,
-            "dest_addr_ton": s.dest_ton, "dest_addr_npi": s.dest_npi, "service_type": s.service_type,
-        }
-        if message.validity_minutes:
-            common["validity_period"] = relative_time(message.validity_minutes)
+        source, common = self._common_fields(message.sender, message.validity_minutes)
         last = len(specs) - 1
         bodies = []
         for index, spec in enumerate(specs):
-            fields = dict(common, esm_class=spec.esm_class, data_coding=spec.data_coding,
-                          registered_delivery=1 if index == last else 0)
+            fields = {**common, "esm_class": spec.esm_class, "data_coding": spec.data_coding,
+                      "registered_delivery": 1 if index == last else 0}
             if spec.tlvs:
                 fields["tlvs"] = [smpp34.Tlv(tag, value) for tag, value in spec.tlvs]
-            bodies.append(pdu.submit_sm(0, message.destination, spec.short_message, **fields))
+            bodies.append(pdu.submit_sm(0, source, message.destination, spec.short_message, fields))
         return Job(message, bodies)
+
+    def _common_fields(self, sender: str | None, validity_minutes: int | None) -> tuple[str, dict[str, Any]]:
+        """source_addr and the submit_sm fields every message of this sender and validity shares (kept: a batch has few)."""
+        key = (sender, validity_minutes)
+        found = self._commons.get(key)
+        if found is None:
+            s = self.settings
+            source, ton, npi = source_address(sender, s)
+            common: dict[str, Any] = {
+                "source_addr_ton": ton, "source_addr_npi": npi,
+                "dest_addr_ton": s.dest_ton, "dest_addr_npi": s.dest_npi, "service_type": s.service_type,
+            }
+            if validity_minutes:
+                common["validity_period"] = relative_time(validity_minutes)
+            if len(self._commons) > 1000:  # bounded: senders and validities per row are few in practice
+                self._commons.clear()
+            found = self._commons[key] = (source, common)
+        return found
 
     def _retry_result(self, message: OutboundMessage, reason: str) -> SubmitResult:
         self.stats["retried"] += 1

@@ -138,6 +138,7 @@ class Ledger:
         self.status_counts = self.reports.status_counts
         self.report_frames = self.reports.report_frames
         self.report_tables = self.reports.report_tables
+        self.report_chunks = self.reports.report_chunks
         # outbox
         self.claim_callbacks = self.outbox.claim_callbacks
         self.record_callback_outcomes = self.outbox.record_callback_outcomes

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from _output import print_result  # noqa: E402
+from _output import compile_package, print_result  # noqa: E402
 
 
 def harness_dir() -> Path | None:
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    compile_package()
     where = harness_dir()
     if where is None:
         sys.exit("the peer harness (shared/peers/kannel/bench_compare.py) is not beside this checkout")
@@ -77,6 +78,8 @@ def main() -> None:
             "kannel_cpu_s": round(statistics.mean(theirs), 2),
             "kannel_cpu_s_each_round": theirs,
             "ratio": round(statistics.mean(ours) / statistics.mean(theirs), 2),
+            # each round's pair ran back to back: their ratios say how steady the figure is on a shared machine
+            "ratio_each_round": [round(o / t, 2) for o, t in zip(ours, theirs)],
         }
     else:
         result["kannel"] = "not installed (apt-get install -y kannel)"

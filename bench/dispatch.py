@@ -2,9 +2,16 @@
 
     python bench/dispatch.py --messages 20000 --window 50
     python bench/dispatch.py --messages 20000 --window 50 --pg   # also on a throw-away PostgreSQL
+    python bench/dispatch.py --messages 20000 --window 50 --smsc test  # the test SMSC instead
 
-In one run, each against a fresh test SMSC (tests/smsc/server.py, another
-SMPP implementation; receipts on, sent at once):
+In one run, each against a fresh SMSC process (receipts on, sent at once):
+``--smsc fast`` (the default) is bench/fast_smsc.py, an SMSC for benchmarks
+that costs a small fraction of the clients' CPU per message; ``--smsc test``
+the test SMSC (tests/smsc/server.py, pure Python and smpp.pdu3, recording
+every event), which on a two-core machine sets the pace itself at a few
+thousand messages a second; ``--smsc smpp34`` bench/fast_smsc.py on
+smpp34's Rust server, to compare. Every measurement of a run uses the same
+kind:
 
 * baseline: a bare smpp34 client with the same window sending the same N
   submit_sm and reading every receipt (no ledger, nothing recorded), once on
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -132,17 +140,41 @@ def run_bare(port: int, messages: int, window: int, loop: str = "asyncio") -> fl
     return asyncio.run(main())
 
 
+#: the SMSC processes ``--smsc`` picks from; each prints ``PORT <n>`` first
+SMSC_COMMANDS = {
+    "fast": [str(ROOT / "bench" / "fast_smsc.py"), "--port", "0", "--receipt-delay", "0"],
+    "smpp34": [str(ROOT / "bench" / "fast_smsc.py"), "--port", "0", "--receipt-delay", "0", "--engine", "smpp34"],
+    "test": ["-m", "tests.smsc.server", "--port", "0", "--mode", "happy", "--receipt-delay", "0"],
+}
+DEFAULT_SMSC = "fast" if (ROOT / "bench" / "fast_smsc.py").is_file() else "test"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def receipting_smsc(*extra: str) -> Iterator[int]:
-    """The test SMSC with receipts on and sent at once (the same work for both measurements)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.smsc.server", "--port", "0", "--mode", "happy", "--receipt-delay", "0", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )
+def receipting_smsc(*extra: str, kind: str = "test", cpu: list[float] | None = None) -> Iterator[int]:
+    """An SMSC process (``kind``: see SMSC_COMMANDS), receipts on and sent at once (the same work for both measurements).
+
+    ``cpu``: gets the CPU seconds the SMSC used once it listened (its start-up left out), when known.
+    """
+    proc = subprocess.Popen([sys.executable, *SMSC_COMMANDS[kind], *extra], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    started = None
     try:
         assert proc.stdout is not None
-        yield int(proc.stdout.readline().split()[1])
+        port = int(proc.stdout.readline().split()[1])
+        started = cpu_seconds(proc.pid)
+        yield port
     finally:
+        used = cpu_seconds(proc.pid)
+        if cpu is not None and started is not None and used is not None:
+            cpu.append(used - started)
         proc.terminate()
         proc.wait(10)
 
@@ -152,6 +184,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2, help="measurements of each, alternating")
+    parser.add_argument("--smsc", choices=sorted(SMSC_COMMANDS), default=DEFAULT_SMSC,
+                        help="fast: bench/fast_smsc.py; test: tests/smsc/server.py; smpp34: fast_smsc.py --engine smpp34")
     _pg.add_arguments(parser)
     args = parser.parse_args()
     with _pg.databases(args) as new_database:
@@ -165,17 +199,20 @@ def run(args: argparse.Namespace, new_database: Callable[[], str] | None) -> Non
     uvloop_rates: list[float] = []
     our_rates: list[float] = []
     delivered: list[int] = []
+    # CPU seconds of the SMSC process in each measurement, by client
+    smsc_cpu: dict[str, list[float]] = {"bare": [], "bare_uvloop": [], "ftpbatch": []}
     for _ in range(args.rounds):
-        with receipting_smsc() as port:
+        with receipting_smsc(kind=args.smsc, cpu=smsc_cpu["bare"]) as port:
             bare_rates.append(run_bare(port, args.messages, args.window))
-        with receipting_smsc() as port:
+        with receipting_smsc(kind=args.smsc, cpu=smsc_cpu["bare_uvloop"]) as port:
             uvloop_rates.append(run_bare(port, args.messages, args.window, loop="uvloop"))
-        with tempfile.TemporaryDirectory(prefix="ftpbatch-dispatch-") as tmp, receipting_smsc() as port:
+        with (tempfile.TemporaryDirectory(prefix="ftpbatch-dispatch-") as tmp,
+              receipting_smsc(kind=args.smsc, cpu=smsc_cpu["ftpbatch"]) as port):
             ours = run_ftpbatch(port, args.messages, args.window, Path(tmp))
         our_rates.append(args.messages / ours["seconds"])
         delivered.append(int(ours["delivered"]))
         if new_database is not None:
-            with tempfile.TemporaryDirectory(prefix="ftpbatch-dispatch-") as tmp, receipting_smsc() as port:
+            with tempfile.TemporaryDirectory(prefix="ftpbatch-dispatch-") as tmp, receipting_smsc(kind=args.smsc) as port:
                 on_pg = run_ftpbatch(port, args.messages, args.window, Path(tmp), new_database())
             pg_rates.append(args.messages / on_pg["seconds"])
             pg_delivered.append(int(on_pg["delivered"]))
@@ -187,6 +224,7 @@ def run(args: argparse.Namespace, new_database: Callable[[], str] | None) -> Non
         "messages": args.messages,
         "window": args.window,
         "rounds": args.rounds,
+        "smsc": args.smsc,
         "bare_smpp34_msgs_per_s_with_receipts": round(bare_rate),
         "bare_smpp34_uvloop_msgs_per_s_with_receipts": round(uvloop_rate),
         "ftpbatch_msgs_per_s_with_receipts": round(our_rate),
@@ -198,6 +236,9 @@ def run(args: argparse.Namespace, new_database: Callable[[], str] | None) -> Non
         "ftpbatch_each_round": [round(r) for r in our_rates],
         "ftpbatch_delivered_each_round": delivered,
     }
+    for client, seconds in smsc_cpu.items():
+        if seconds:  # what the SMSC itself cost: its CPU time per message (1e6 / this: its own limit per core)
+            result[f"smsc_cpu_us_per_msg_{client}"] = round(1e6 * sum(seconds) / (len(seconds) * args.messages))
     if pg_rates:
         pg_rate = sum(pg_rates) / len(pg_rates)
         result.update({

@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from _output import print_result  # noqa: E402
+from _output import compile_package, print_result  # noqa: E402
 from ingest import generate  # noqa: E402
 
 
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connector", default="sim", help="connector URL (default: the built-in sim)")
     args = parser.parse_args()
+    compile_package()
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(prefix="ftpbatch-e2e-", dir=base) as tmp:
         workdir = Path(tmp)

@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parent
 MODEST = {
     "ingest": ["--rows", "200000"],
     "dispatch": ["--messages", "5000"],
+    "dispatch_w100": ["--messages", "5000", "--window", "100"],
     "latency": ["--uploads", "20"],
     "ftp": ["--mb", "50", "--logins", "100", "--sftp-logins", "100"],
     "e2e": ["--rows", "200000", "--rounds", "1"],
@@ -31,6 +32,7 @@ MODEST = {
 FULL = {
     "ingest": ["--rows", "1000000"],
     "dispatch": ["--messages", "20000"],
+    "dispatch_w100": ["--messages", "20000", "--window", "100"],
     "latency": ["--uploads", "50"],
     "ftp": ["--mb", "200", "--logins", "300", "--sftp-logins", "100"],
     "e2e": ["--rows", "1000000", "--rounds", "2"],
@@ -39,7 +41,8 @@ FULL = {
 
 
 def run(name: str, args: list[str]) -> list[dict]:
-    out = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), *args], capture_output=True, text=True, timeout=1800)
+    script = name.split("_w")[0]  # dispatch_w100: bench/dispatch.py with another window
+    out = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), *args], capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
         return []
@@ -62,8 +65,9 @@ def rows_for(name: str, results: list[dict]) -> list[tuple[str, str, str, str]]:
             if "optouts" in r:
                 table.append((f"  with {r['optouts']:,} opt-outs (122 look-up alone)", f"{r['ftpbatch_with_optouts_s']} s "
                               f"({r['optout_lookup_s']} s)", f"without {r['ftpbatch_claim_to_queued_s']} s", ""))
-        elif name == "dispatch":
-            table.append((f"dispatch {r['messages']:,} msgs w/ receipts, mean of {r['rounds']}", f"{r['ftpbatch_msgs_per_s_with_receipts']}/s",
+        elif name.startswith("dispatch"):
+            table.append((f"dispatch {r['messages']:,} msgs w/ receipts, window {r['window']}, mean of {r['rounds']}, "
+                          f"{r.get('smsc', 'test')} SMSC", f"{r['ftpbatch_msgs_per_s_with_receipts']}/s",
                           f"bare smpp34 on uvloop {r['bare_smpp34_uvloop_msgs_per_s_with_receipts']}/s", f"{r['ratio']}x"))
             table.append(("  the same, against bare smpp34 on asyncio", "",
                           f"{r['bare_smpp34_msgs_per_s_with_receipts']}/s", f"{r['ratio_vs_bare_asyncio']}x"))

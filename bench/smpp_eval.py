@@ -106,7 +106,7 @@ def run_session(port: int, count: int, window: int, loop: str = "uvloop") -> flo
             nonlocal ok
             for i in counter:
                 head, _ = await session.request(lambda seq: pdu.submit_sm(
-                    seq, dest(i), BODY, source_addr="EVAL", registered_delivery=1))[1]
+                    seq, "EVAL", dest(i), BODY, {"registered_delivery": 1}))[1]
                 ok += head.status == 0
 
         t0 = time.perf_counter()

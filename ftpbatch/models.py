@@ -150,7 +150,12 @@ class Batch:
         return self.rows > 0
 
 
-@dataclass(frozen=True, slots=True)
+# The three records below are made once per message, several times over (a
+# million-row batch: a million of each). They are not frozen: a frozen
+# dataclass sets each field through object.__setattr__, 1.7 µs a record of ten
+# fields against 0.3 µs (python -m timeit, this machine). Nobody changes them
+# once made; they are not hashed.
+@dataclass(slots=True)
 class OutboundMessage:
     """One leased message, as the connector needs it."""
 
@@ -166,7 +171,7 @@ class OutboundMessage:
     reference: str | None = None  # the sender's climsgid
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitResult:
     """The upstream's answer to one submit.
 
@@ -183,7 +188,7 @@ class SubmitResult:
     retry: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receipt:
     """A delivery receipt, correlated by the ledger, not by the connector."""
 

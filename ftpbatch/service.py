@@ -20,25 +20,29 @@ from .config import Settings
 from .dispatch.connectors import make_connector
 from .dispatch.dispatcher import Dispatcher
 from .dispatch.stop_replies import StopReplies
-from .ftp.server import GatewayFTPServer
 from .intake.ingest import Ingest
-from .intake.watcher import Intake
 from .ledger import Ledger
 from .lifecycle import Describes, Service
 from .logs import redact_url
 from .models import Batch
 from .ops.health import component_states
-from .ops.http import OpsServer
-from .ops.metrics import GatewayCollector, MeteredConnector, Metrics
-from .ops.nodes import NodeHeartbeat
-from .ops.status import StatusBoard
+from .ops.metrics import MeteredConnector, Metrics
 from .report.callbacks import CallbackSender
 from .report.reporter import Reporter
 from .report.usage import MonthlyUsageFiles
-from .security.guard import Guard
 from .storage import LocalStorage
 
+# What only a serving gateway runs (FTP and SFTP servers, inbox watcher, guard,
+# the ops endpoint, heartbeat) is imported where it is built: ``ftpbatch process``
+# needs none of it, and its imports (pyftpdlib, pyOpenSSL, watchdog, argon2, the
+# HTTP server) were a fifth of a one-shot run's start-up.
 if TYPE_CHECKING:
+    from .ftp.server import GatewayFTPServer
+    from .intake.watcher import Intake
+    from .ops.http import OpsServer
+    from .ops.nodes import NodeHeartbeat
+    from .ops.status import StatusBoard
+    from .security.guard import Guard
     from .sftp.server import GatewaySFTPServer
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ class Gateway:
         # in use fails here, before anything else is opened
         self.ops: OpsServer | None = None
         if ftp and settings.metrics.port is not None:
+            from .ops.http import OpsServer
+
             self.ops = OpsServer(
                 settings.metrics.host, settings.metrics.port, lambda: self.metrics.render(), lambda: self.ready,
                 lambda: self.status_board.snapshot() if self.status_board else {}, self.health,
@@ -97,24 +103,25 @@ class Gateway:
             on_change=self.reporter.wake,
             holder=self.node_id,
         )
-        self.intake = (
-            Intake(self.storage, self.ledger, settings.intake, submit=self.ingest.submit, holder=self.node_id)
-            if watch_inboxes else None
-        )
+        self.intake: Intake | None = None
+        if watch_inboxes:
+            from .intake.watcher import Intake
+
+            self.intake = Intake(self.storage, self.ledger, settings.intake, submit=self.ingest.submit,
+                                 holder=self.node_id)
         # bans, disk floor, quotas and retention: only a serving gateway needs them
-        self.guard = (
-            Guard(self.ledger, self.storage, settings.ftp, settings.report.archive_days, holder=self.node_id)
-            if ftp and self.intake is not None
-            else None
-        )
-        self.ftp = (
-            GatewayFTPServer(
+        self.guard: Guard | None = None
+        self.ftp: GatewayFTPServer | None = None
+        if ftp and self.intake is not None:
+            from .ftp.server import GatewayFTPServer
+            from .security.guard import Guard
+
+            self.guard = Guard(self.ledger, self.storage, settings.ftp, settings.report.archive_days,
+                               holder=self.node_id)
+            self.ftp = GatewayFTPServer(
                 settings.ftp, self.ledger, self.storage, on_upload=self.intake.uploaded, guard=self.guard,
                 on_login=self.metrics.ftp_login,
             )
-            if self.guard is not None and self.intake is not None
-            else None
-        )
         # SFTP beside FTP when a port is set: its own thread and loop (sftp/server.py)
         self.sftp: GatewaySFTPServer | None = None
         if self.ftp is not None and self.guard is not None and self.intake is not None and settings.sftp.port is not None:
@@ -127,6 +134,8 @@ class Gateway:
         # this node's row in the ledger (nodes table) and its heartbeat: only a serving gateway
         self.heartbeat: NodeHeartbeat | None = None
         if self.ftp is not None:
+            from .ops.nodes import NodeHeartbeat
+
             self.heartbeat = NodeHeartbeat(
                 self.ledger, self.node_id, settings.dispatch.lease_seconds, ftp_address=self._ftp_address,
                 binds=lambda: self.connector.binds, leases=lambda: self.dispatcher.in_flight,
@@ -136,6 +145,9 @@ class Gateway:
         # status.json and the component gauges: only a serving gateway has them
         self.status_board: StatusBoard | None = None
         if ftp:
+            from .ops.metrics import GatewayCollector
+            from .ops.status import StatusBoard
+
             self.metrics.registry.register(GatewayCollector(self))
             self.status_board = StatusBoard(self, settings.metrics.status_interval, lambda: self.ops.url if self.ops else None)
         # Start order; stop is the reverse. The observers first (they report the

@@ -11,6 +11,7 @@ shared or object store can replace it later (DESIGN.md §12.5)::
     <root>/homes/<product>/control/   <batch id>.pause | .resume | .cancel
     <root>/spool/<product>/<batch id>--<name>   claimed, not visible by FTP
     <root>/spool/<product>/check/<batch id>--<name>   a claimed dry run
+    <root>/cache/reports/<batch id>/   what the last report.csv rewrite rendered, chunk by chunk
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class LocalStorage:
         self.root = root
         self.homes = root / "homes"
         self.spool = root / "spool"
+        self.cache = root / "cache"
 
     def prepare(self) -> None:
         self.homes.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,15 @@ class LocalStorage:
         return target
 
     # --- reports -------------------------------------------------------
+    def report_cache(self, batch_id: str) -> Path:
+        """Where a batch's report chunks are kept between rewrites (not visible by FTP)."""
+        folder = self.cache / "reports" / batch_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def drop_report_cache(self, batch_id: str) -> None:
+        shutil.rmtree(self.cache / "reports" / batch_id, ignore_errors=True)
+
     @contextlib.contextmanager
     def atomic_writer(self, path: Path, mode: str = "w") -> Iterator[IO]:
         """Write to a hidden temporary file beside ``path``, then rename over it.

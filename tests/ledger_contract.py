@@ -213,6 +213,31 @@ class LedgerContract:
         assert statuses(ledger, seq) == {codes.SUBMITTED: 1, codes.CANCELLED: 3}
         assert ledger.cancel_pending(seq) == 0
 
+    def test_a_message_in_flight_when_its_batch_is_cancelled_keeps_its_answer(self, ledger: LedgerProtocol) -> None:
+        seq = new_batch(ledger, 6)
+        now = time.time()
+        in_flight = ledger.lease("node", "acme", 3, now, 60)  # handed to the SMSC, no answer yet
+        expiring = ledger.lease("dead-node", "acme", 1, now, 0.5)  # its node died: the lease runs out
+        assert ledger.cancel_pending(seq) == 6
+        # pending until their answers come (the batch cannot complete meanwhile)
+        assert statuses(ledger, seq) == {codes.QUEUED: 4, codes.CANCELLED: 2}
+        ledger.record_results("sim", [
+            SubmitResult(in_flight[0].message_id, in_flight[0].attempt, upstream_id="u-sent"),
+            SubmitResult(in_flight[1].message_id, in_flight[1].attempt, error_code=codes.E_DESTINATION, error_text="bad"),
+            SubmitResult(in_flight[2].message_id, in_flight[2].attempt, error_text="link lost", retry=True),
+        ])
+        time.sleep(0.6)  # the dead node's lease is over
+        # sent after all: submitted (and its receipt applies); refused: failed; handed back: cancelled for good
+        assert statuses(ledger, seq) == {codes.SUBMITTED: 1, codes.ERROR: 1, codes.CANCELLED: 4}
+        assert ledger.record_receipts([Receipt("sim", "u-sent", codes.DELIVERED, NOW)]) == 0
+        assert statuses(ledger, seq) == {codes.DELIVERED: 1, codes.ERROR: 1, codes.CANCELLED: 4}
+        frame = next(ledger.report_frames(seq))
+        sent = frame[frame["upstream_id"] == "u-sent"].iloc[0]
+        assert sent["error_text"] is None or pd.isna(sent["error_text"])
+        # nothing of the batch is leased again
+        assert ledger.lease("node", "acme", 10, time.time() + 120, 60) == []
+        assert expiring and expiring[0].message_id not in {m.message_id for m in in_flight}
+
     # --- leases -----------------------------------------------------------
     def test_lease_takes_due_messages_once(self, ledger: LedgerProtocol) -> None:
         seq = new_batch(ledger, 5)

@@ -73,3 +73,77 @@ def test_report_csv_is_byte_for_byte_what_pandas_writes(ledger):
         got = b"".join(report_csv(t) for t in ledger.report_tables(batch.seq, chunk_rows=chunk_rows))
         assert got.count(b"\n") >= n and b",read as national\n" in got and b",'=x\n" in got
         assert got == expected
+
+
+def test_a_rewrite_renders_only_the_chunks_that_changed_and_matches_a_full_render(ledger, tmp_path, monkeypatch):
+    """report.csv is put together from kept chunks; only chunks whose rows changed are read and formatted again.
+
+    After each kind of change (an answer, a receipt, a lease that flags a
+    possible duplicate, a block's rows taken, a cancel) the file must be byte
+    for byte what a writer with nothing kept renders, and the unchanged
+    chunks must not have been rendered again.
+    """
+    import time
+
+    from ftpbatch import codes
+    from ftpbatch.models import COMPLETE, Receipt, SubmitResult
+    from ftpbatch.report import files
+    from ftpbatch.report.files import Counts, ReportWriter
+    from ftpbatch.storage import LocalStorage
+
+    from .ledger_contract import rows
+
+    storage = LocalStorage(tmp_path / "root")
+    storage.prepare()
+    batch = ledger.record_claim("01REPORTCHUNKS000000000001", "acme", "c.csv", "/spool/c.csv", "ftp", time.time())
+    ledger.start_processing(batch.seq)
+    ledger.insert_messages(batch.seq, "acme", rows(450))  # one block: rows 1-450, chunks of 100 rows
+    ledger.finish_intake(batch.seq, 450, None)
+    rendered: list[int] = []
+    real_report_csv = files.report_csv
+
+    def counting(table):
+        rendered.append(int(table.column("row_no")[0].as_py()) if table.num_rows else -1)
+        return real_report_csv(table)
+
+    monkeypatch.setattr(files, "report_csv", counting)
+    writer = ReportWriter(ledger, storage, chunk_rows=100)
+    counts = Counts.tally(ledger.status_counts(batch.seq))
+
+    def rewrite() -> list[int]:
+        rendered.clear()
+        current = ledger.get_batch_by_seq(batch.seq)
+        _, path = writer.write(current, counts)
+        mine = sorted(rendered)
+        fresh_storage = LocalStorage(tmp_path / f"fresh-{len(list(tmp_path.iterdir()))}")
+        fresh_storage.prepare()
+        _, fresh = ReportWriter(ledger, fresh_storage, chunk_rows=100).write(current, counts)
+        assert path.read_bytes() == fresh.read_bytes()
+        return mine
+
+    assert rewrite() == [1, 101, 201, 301, 401]  # nothing kept yet
+    assert rewrite() == []  # nothing changed: every chunk from what was kept
+    now = time.time()
+    first = ledger.lease("node", "acme", 150, now, 60)  # rows 1-150 taken out of the block
+    assert rewrite() == [1, 101, 201, 301, 401]  # the block's cursor moved: every chunk it spans
+    ledger.record_results("sim", [SubmitResult(m.message_id, m.attempt, upstream_id=f"u{m.reference}") for m in first[100:]])
+    assert rewrite() == [101]  # answers for rows 101-150 only
+    ledger.record_receipts([Receipt("sim", "uc120", codes.DELIVERED, _now_utc())])
+    assert rewrite() == [101]
+    ledger.expire_leases_of("node")
+    again = ledger.lease("node", "acme", 5, time.time(), 60)  # rows 1-5 again: flagged possible duplicates
+    assert [m.reference for m in again] == ["c1", "c2", "c3", "c4", "c5"]
+    assert rewrite() == [1]
+    ledger.cancel_pending(batch.seq)
+    assert rewrite() == [1, 101, 201, 301, 401]
+    # a finished batch keeps nothing
+    ledger.complete_batch(batch.seq)
+    writer.write(ledger.get_batch_by_seq(batch.seq), counts)
+    assert ledger.get_batch_by_seq(batch.seq).state == COMPLETE
+    assert not (storage.cache / "reports" / batch.id).exists()
+
+
+def _now_utc():
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)

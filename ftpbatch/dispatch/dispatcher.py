@@ -215,27 +215,40 @@ class Dispatcher:
         return wait
 
     def _feed_once(self, now: float) -> int:
+        """Lease into all the room there is, a window at a time, the products taking turns.
+
+        The room is two windows (``max_in_flight``): one on the wire and one
+        handed over, ready to go the moment the first one's answers come. One
+        lease per product per round left only one window in flight (each
+        window's answers waited for the next lease: 6.9k msg/s at window 50
+        against a fast SMSC, 5.7 ms a round trip of 50).
+        """
         sent = 0
-        for product in self._active_products(now):
-            bucket = self._bucket_for(product)
-            room = self.max_in_flight - self._in_flight
-            if room <= 0:
-                break
-            allowance = min(self.connector.window, room, self.connector_bucket.available(), bucket.available())
-            if allowance <= 0:
-                continue
-            messages = self.ledger.lease(self.node_id, product.name, allowance, now, self.lease_seconds)
-            if not messages:
-                continue
-            with self._in_flight_lock:
-                self._in_flight += len(messages)
-            self.connector_bucket.take(len(messages))
-            bucket.take(len(messages))
-            self.connector.submit(messages)
-            sent += len(messages)
-            if self._stopping.is_set():
-                break
-        return sent
+        products = self._active_products(now)
+        while True:
+            leased_this_turn = 0
+            for product in products:
+                bucket = self._bucket_for(product)
+                room = self.max_in_flight - self._in_flight
+                if room <= 0:
+                    return sent
+                allowance = min(self.connector.window, room, self.connector_bucket.available(), bucket.available())
+                if allowance <= 0:
+                    continue
+                messages = self.ledger.lease(self.node_id, product.name, allowance, now, self.lease_seconds)
+                if not messages:
+                    continue
+                with self._in_flight_lock:
+                    self._in_flight += len(messages)
+                self.connector_bucket.take(len(messages))
+                bucket.take(len(messages))
+                self.connector.submit(messages)
+                sent += len(messages)
+                leased_this_turn += len(messages)
+                if self._stopping.is_set():
+                    return sent
+            if not leased_this_turn:
+                return sent
 
     def _active_products(self, now: float) -> list[Product]:
         if now - self._products_at > _PRODUCTS_REFRESH_SECONDS:

@@ -138,12 +138,14 @@ class Ledger:
         self.status_counts = self.reports.status_counts
         self.report_frames = self.reports.report_frames
         self.report_tables = self.reports.report_tables
+        self.report_chunks = self.reports.report_chunks
         # outbox
         self.claim_callbacks = self.outbox.claim_callbacks
         self.record_callback_outcomes = self.outbox.record_callback_outcomes
         self.expire_callback_leases_of = self.outbox.expire_callback_leases_of
         self.purge_callbacks = self.outbox.purge_callbacks
         self.next_callback_due = self.outbox.next_callback_due
+        self.callbacks_configured = self.outbox.callbacks_configured
         self.callback_backlog = self.outbox.callback_backlog
         self.callbacks_of_message = self.outbox.callbacks_of_message
         self.callback_states = self.outbox.callback_states

@@ -20,6 +20,13 @@ from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream
 from .sql import VALUES_CHUNK, chunks, keys_hint, member_of, values_table
 
 
+# What a submit answer may still change: a message waiting for it, or one whose batch was
+# cancelled while it was in flight (006 holding its lease, messages.py cancel_pending).
+# Said with the messages table's name: the answers UPDATE joins another table.
+_OPEN = ("(messages.status IN ('002', '011') OR "
+         "(messages.status = '006' AND messages.lease_until IS NOT NULL))")
+
+
 class AnswerStore:
     def __init__(self, db: Database, receipt_timeout: float) -> None:
         self.db = db
@@ -78,15 +85,16 @@ class AnswerStore:
             for acct, upstream_ids in wanted.items():
                 self._apply_parked(tx, acct, upstream_ids, now, touch=True)
 
-    def _any_parked(self, account: str) -> bool:
-        return self.db.connection().execute(
+    def _any_parked(self, account: str, conn: Connection | None = None) -> bool:
+        return (conn or self.db.connection()).execute(
             "SELECT 1 FROM parked_receipts WHERE account = ? LIMIT 1", (account,)
         ).fetchone() is not None
 
     def _apply_results(self, tx: Connection, account: str, results: Sequence[SubmitResult], now: float) -> None:
         due = now + float(self.receipt_timeout)
-        ok = list({(r.message_id, r.attempt): (r.upstream_id, r.message_id, r.attempt)
-                   for r in results if r.upstream_id and not r.retry}.values())
+        ok = [(r.upstream_id, r.message_id, r.attempt) for r in results if r.upstream_id and not r.retry]
+        if len({row[1] for row in ok}) < len(ok):  # the same answer twice: keep one (the last) per message
+            ok = list({(row[1], row[2]): row for row in ok}.values())
         failed = [
             (
                 codes.ROUTING_ERROR if r.error_code == codes.ROUTING_ERROR else codes.ERROR,
@@ -105,28 +113,30 @@ class AnswerStore:
             hint, keys = keys_hint(tx, "messages.id", [row[1] for row in part], "bigint")
             tx.execute(
                 "UPDATE messages SET status = '003', account = ?, upstream_id = v.column1, submitted_at = ?, "
-                f"updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ? FROM {answers} "
-                "WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND messages.status IN ('002', '011')"
-                f"{hint}",
+                "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ?, "
+                "error_text = CASE WHEN messages.status = '006' THEN NULL ELSE messages.error_text END "
+                f"FROM {answers} WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND {_OPEN}{hint}",
                 (account, now, now, due, *params, *keys),
             )
         if failed:
             tx.executemany(
                 "UPDATE messages SET status = ?, error_code = ?, error_text = ?, updated_at = ?, "
-                "lease_owner = NULL, lease_until = NULL WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
+                f"lease_owner = NULL, lease_until = NULL WHERE id = ? AND attempt = ? AND {_OPEN}",
                 failed,
             )
         if retry:
+            # back to the queue; a message cancelled while it was in flight is cancelled for good now
             tx.executemany(
                 "UPDATE messages SET lease_owner = NULL, lease_until = NULL "
-                "WHERE id = ? AND attempt = ? AND status IN ('002', '011')",
+                f"WHERE id = ? AND attempt = ? AND {_OPEN}",
                 retry,
             )
         ids = [r.message_id for r in results]
         queue_callbacks_for_messages(tx, [r.message_id for r in results if not r.retry], now)
         touch_batches_of_messages(tx, ids, now)
         if ok:
-            self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
+            if self._any_parked(account, tx):  # mostly none: skip the look-up by thousands of ids
+                self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
 
     def _apply_receipts(self, tx: Connection, receipts: Sequence[Receipt], now: float) -> list[tuple[str, str]]:
         """Apply receipts; returns the (account, upstream id) of those parked."""

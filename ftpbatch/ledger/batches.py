@@ -246,7 +246,19 @@ def touch_batches(tx: Connection, seqs: Iterable[int], now: float) -> None:
 
 
 def touch_batches_of_messages(tx: Connection, message_ids: Sequence[int], now: float) -> None:
-    """As :func:`touch_batches`, for the batches holding these messages (one statement per chunk)."""
+    """As :func:`touch_batches`, for the batches holding these messages (one statement per chunk).
+
+    Ids that lie close together (a leased window: consecutive rows of a block)
+    are one range: one statement that walks that stretch of the table, not an
+    IN-list of thousands of bound ids (a batch touched that did not change
+    would only get its report rewritten once more).
+    """
+    if not message_ids:
+        return
+    low, high = min(message_ids), max(message_ids)
+    if high - low < 2 * len(message_ids):
+        touch_batches_where(tx, "id BETWEEN ? AND ?", (low, high), now)
+        return
     for where, params in member_of(tx, "id", message_ids, "bigint"):
         touch_batches_where(tx, where, tuple(params), now)
 

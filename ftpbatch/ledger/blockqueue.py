@@ -7,6 +7,7 @@ caller's transaction, so a row is made exactly once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 from .. import codes
 from ..errors import LedgerError
@@ -21,6 +22,16 @@ _INSERT = (
     "INSERT INTO messages (batch_seq, row_no, product, destination, text, sender, climsgid, encoding, "
     "parts, validity_minutes, status, error_text, updated_at, lease_owner, lease_until, attempt) "
 )
+
+
+@dataclass(slots=True)
+class Taken:
+    """Messages just made rows from a block: ``ids[k]`` is the message at index ``start + k`` of ``rows``."""
+
+    ids: list[int]
+    start: int
+    stop: int
+    rows: BlockRows
 
 
 class BlockQueue:
@@ -48,8 +59,8 @@ class BlockQueue:
         status: str = codes.QUEUED,
         error_text: str | None = None,
         lease: tuple[str, float] | None = None,
-    ) -> list[tuple[int, int, BlockRows]]:
-        """Make the block's next ``count`` messages rows; returns (message id, index in block, block) each.
+    ) -> Taken:
+        """Make the block's next ``count`` messages rows: their ids, in block order.
 
         Leased rows start at attempt 1 with the lease set; others (cancelled)
         are written with their final status.
@@ -59,28 +70,10 @@ class BlockQueue:
         stop = min(start + count, int(block["size"]))
         owner, until = lease if lease else (None, None)
         attempt = 1 if lease else 0
-        made: list[tuple[int, int, BlockRows]] = []
         if dialect_of(tx) == POSTGRESQL:
-            made = self._insert_pg(tx, block, rows, start, stop, status, error_text, now, owner, until, attempt)
-        for first in range(start, stop, _VALUES_ROWS) if not made else ():
-            indexes = range(first, min(first + _VALUES_ROWS, stop))
-            params: list[object] = []
-            for i in indexes:
-                params += (
-                    rows.row_no[i], block["product"], rows.destination[i], rows.text[i], rows.sender[i],
-                    rows.climsgid[i], rows.encoding[i], rows.parts[i], rows.validity_minutes[i],
-                    status, error_text, now, owner, until,
-                )
-            # One multi-row INSERT per slice: the new ids are the last one and the
-            # ones before it, in VALUES order: SQLite gives a new row the largest
-            # rowid + 1 (we hold the write lock). Not RETURNING: that steps once
-            # per row, and every step gives up the GIL and waits to get it back.
-            values = ", ".join(f"({int(block['batch_seq'])}, {_ROW_MARKS}, {attempt})" for _ in indexes)
-            last = tx.execute(_INSERT + f"VALUES {values}", params).lastrowid  # type: ignore[attr-defined]
-            assert last is not None
-            first_id = last - len(indexes) + 1
-            self._check_ids(tx, first_id, last, int(block["batch_seq"]), rows.row_no[indexes[0]], rows.row_no[indexes[-1]])
-            made.extend((first_id + k, i, rows) for k, i in enumerate(indexes))
+            ids = self._insert_pg(tx, block, rows, start, stop, status, error_text, now, owner, until, attempt)
+        else:
+            ids = self._insert_sqlite(tx, block, rows, start, stop, status, error_text, now, owner, until, attempt)
         taken_parts = sum(rows.parts[start:stop])
         moved = tx.execute(
             "UPDATE message_blocks SET taken = ?, parts_left = parts_left - ? WHERE id = ? AND taken = ?",
@@ -90,13 +83,41 @@ class BlockQueue:
             raise LedgerError(f"message block {block['id']} changed while its messages were taken")
         if stop >= len(rows):
             self.cache.forget(block["id"])
-        made.sort(key=lambda m: m[0])
-        return made
+        return Taken(ids, start, stop, rows)
+
+    def _insert_sqlite(self, tx: Connection, block: Row, rows: BlockRows, start: int, stop: int, status: str,
+                       error_text: str | None, now: float, owner: str | None, until: float | None,
+                       attempt: int) -> list[int]:
+        ids: list[int] = []
+        product = block["product"]
+        constants = (status, error_text, now, owner, until)
+        for first in range(start, stop, _VALUES_ROWS):
+            last_index = min(first + _VALUES_ROWS, stop)
+            params: list[object] = []
+            # one pass over the columns' slices (zip), not eight index look-ups a message
+            for row_no, destination, text, sender, climsgid, encoding, parts, validity in zip(
+                    rows.row_no[first:last_index], rows.destination[first:last_index], rows.text[first:last_index],
+                    rows.sender[first:last_index], rows.climsgid[first:last_index], rows.encoding[first:last_index],
+                    rows.parts[first:last_index], rows.validity_minutes[first:last_index]):
+                params += (row_no, product, destination, text, sender, climsgid, encoding, parts, validity)
+                params += constants
+            # One multi-row INSERT per slice: the new ids are the last one and the
+            # ones before it, in VALUES order: SQLite gives a new row the largest
+            # rowid + 1 (we hold the write lock). Not RETURNING: that steps once
+            # per row, and every step gives up the GIL and waits to get it back.
+            size = last_index - first
+            values = ", ".join([f"({int(block['batch_seq'])}, {_ROW_MARKS}, {attempt})"] * size)
+            last = tx.execute(_INSERT + f"VALUES {values}", params).lastrowid  # type: ignore[attr-defined]
+            assert last is not None
+            first_id = last - size + 1
+            self._check_ids(tx, first_id, last, int(block["batch_seq"]), rows.row_no[first], rows.row_no[last_index - 1])
+            ids.extend(range(first_id, last + 1))
+        return ids
 
     @staticmethod
     def _insert_pg(tx: Connection, block: Row, rows: BlockRows, start: int, stop: int, status: str,
                    error_text: str | None, now: float, owner: str | None, until: float | None,
-                   attempt: int) -> list[tuple[int, int, BlockRows]]:
+                   attempt: int) -> list[int]:
         """PostgreSQL: the rows ``start..stop`` in one INSERT from arrays, their ids as the server gives them.
 
         One array per column (``unnest``), so the statement's text is the same
@@ -117,7 +138,7 @@ class BlockQueue:
              rows.validity_minutes[start:stop]),
         ).fetchall()
         ids = {r[1]: r[0] for r in found}
-        return [(int(ids[rows.row_no[i]]), i, rows) for i in range(start, stop)]
+        return [int(ids[row_no]) for row_no in rows.row_no[start:stop]]
 
     @staticmethod
     def _check_ids(tx: Connection, first_id: int, last_id: int, batch_seq: int, first_row: int, last_row: int) -> None:
@@ -141,7 +162,7 @@ class BlockQueue:
             (batch_seq,),
         ).fetchall()
         return sum(
-            len(self.take(tx, block, block["size"], now, status=status, error_text=error_text))
+            len(self.take(tx, block, block["size"], now, status=status, error_text=error_text).ids)
             for block in blocks
         )
 

@@ -6,6 +6,8 @@ are accepted only for the attempt they were leased with (answers.py).
 
 from __future__ import annotations
 
+from itertools import repeat
+
 from ..models import OutboundMessage
 from .blockqueue import BlockQueue
 from .db import Connection, Database
@@ -84,21 +86,12 @@ class LeaseStore:
             if block is None:
                 break
             after = int(block["id"])
-            for message_id, i, rows in self.blocks.take(tx, block, limit - len(leased), now, lease=(owner, until)):
-                leased.append(
-                    OutboundMessage(
-                        message_id=message_id,
-                        attempt=1,
-                        product=product,
-                        destination=rows.destination[i],
-                        sender=rows.sender[i],
-                        text=rows.text[i],
-                        encoding=rows.encoding[i],
-                        parts=rows.parts[i],
-                        validity_minutes=rows.validity_minutes[i],
-                        reference=rows.climsgid[i],
-                    )
-                )
+            taken = self.blocks.take(tx, block, limit - len(leased), now, lease=(owner, until))
+            a, b, rows = taken.start, taken.stop, taken.rows
+            # one pass over the columns' slices: the block's messages in file order
+            leased.extend(map(OutboundMessage, taken.ids, repeat(1), repeat(product), rows.destination[a:b],
+                              rows.sender[a:b], rows.text[a:b], rows.encoding[a:b], rows.parts[a:b],
+                              rows.validity_minutes[a:b], rows.climsgid[a:b]))
         return leased
 
     def expire_leases_of(self, owner: str) -> int:

@@ -148,10 +148,16 @@ class MessageStore:
         now = time.time()
         with self.db.transaction() as tx:
             drained = self.blocks.drain(tx, batch_seq, codes.CANCELLED, _CANCELLED_TEXT, now)
+            # A message leased right now may be on its way to the SMSC already: it
+            # keeps its lease, and its answer, when it comes, stands (answers.py
+            # takes a 006 that still holds a lease); no answer, or a lease that
+            # runs out, leaves it cancelled. Until then it counts as pending.
             cur = tx.execute(
                 "UPDATE messages SET status = ?, error_text = ?, updated_at = ?, "
-                "lease_owner = NULL, lease_until = NULL WHERE batch_seq = ? AND status IN (?, ?)",
-                (codes.CANCELLED, _CANCELLED_TEXT, now, batch_seq, *_PENDING),
+                "lease_owner = CASE WHEN lease_until >= ? THEN lease_owner END, "
+                "lease_until = CASE WHEN lease_until >= ? THEN lease_until END "
+                "WHERE batch_seq = ? AND status IN (?, ?)",
+                (codes.CANCELLED, _CANCELLED_TEXT, now, now, now, batch_seq, *_PENDING),
             )
             queue_callbacks_for_batch(tx, batch_seq, now)
             touch_batches(tx, [batch_seq], now)

@@ -222,6 +222,10 @@ class OutboxStore:
             cur = tx.execute("DELETE FROM callbacks WHERE state <> 'pending' AND done_at < ?", (done_before,))
         return cur.rowcount
 
+    def callbacks_configured(self) -> bool:
+        """Whether any product has a callback URL (else no status change is ever queued here)."""
+        return _any_callback_url(self.db.connection())
+
     def next_callback_due(self) -> float | None:
         """When the earliest pending callback is due (ignoring leases), or None."""
         row = self.db.connection().execute("SELECT MIN(next_at) FROM callbacks WHERE state = 'pending'").fetchone()

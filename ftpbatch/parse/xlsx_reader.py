@@ -13,18 +13,17 @@ from xml.etree.ElementTree import ParseError
 
 import pandas as pd
 import pyarrow as pa
-from openpyxl import load_workbook
-from openpyxl.utils.exceptions import InvalidFileException
 
 from .. import codes
 from ..errors import BatchRejected
 from .columns import STRING, ColumnMap, looks_like_phone, tabular_chunk
 from .decode import ExpansionLimit
 
-# What a damaged package or sheet makes openpyxl raise.
-_BROKEN = (
+# What a damaged package or sheet makes openpyxl raise (with its InvalidFileException,
+# added where a workbook is read: openpyxl is imported only then, so
+# that ``process`` and ``serve`` do not pay its import, a tenth of a second, at start).
+_BROKEN_BASE: tuple[type[BaseException], ...] = (
     zipfile.BadZipFile,
-    InvalidFileException,
     KeyError,
     IndexError,
     OSError,
@@ -113,6 +112,10 @@ def read_xlsx(
 def _sheet_chunks(
     open_stream: Callable[[], BinaryIO], original_name: str, chunk_rows: int, limit: ExpansionLimit, notes: list[str]
 ) -> Generator[pd.DataFrame | None, None, None]:
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    broken = (*_BROKEN_BASE, InvalidFileException)
     stream = open_stream()
     book = None
     try:
@@ -128,7 +131,7 @@ def _sheet_chunks(
                 sheet.reset_dimensions()
                 rows = iter(sheet.iter_rows(values_only=True))
                 columns, rows = _header(rows)
-        except _BROKEN as exc:
+        except broken as exc:
             raise _broken(original_name, exc) from None
         yield None  # primed: the header is fine, rows follow on demand
         width = columns.width
@@ -137,7 +140,7 @@ def _sheet_chunks(
             try:
                 with _quiet():
                     block = list(itertools.islice(rows, chunk_rows))
-            except _BROKEN as exc:
+            except broken as exc:
                 raise _broken(original_name, exc) from None
             if not block:
                 break

@@ -125,6 +125,10 @@ class CallbackSender:
         self._endpoints: dict[str, _Endpoint] = {}
         self._deadlines = _Deadlines()
         self._wake = threading.Event()
+        # Whether any product has a callback URL, looked at every round. Without one
+        # nothing is ever queued, and waking the coordinator after each of the
+        # dispatcher's writes (hundreds a second) was a tenth of a one-shot run's CPU.
+        self._configured = True
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._coordinator: threading.Thread | None = None
@@ -149,8 +153,9 @@ class CallbackSender:
         self._coordinator.start()
 
     def wake(self) -> None:
-        """New outbox rows may be due: look now rather than at the next tick."""
-        self._wake.set()
+        """New outbox rows may be due: look now rather than at the next tick (if any product has a callback URL)."""
+        if self._configured:
+            self._wake.set()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop claiming, let the POSTs in progress finish (each within its timeout), record them."""
@@ -201,6 +206,7 @@ class CallbackSender:
                         return
                     self._deadlines.cut_overdue(time.time())
                     continue
+                self._configured = self.ledger.callbacks_configured()
                 self._claim(time.time())
                 self._deadlines.cut_overdue(time.time())
                 self._purge(time.time())

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from .. import codes
 from ..ledger import Ledger
 from ..ledger.records import StatusTally
-from ..models import COMPLETE, DISPATCHING, PAUSED, PROCESSING, Batch
+from ..models import COMPLETE, DISPATCHING, PAUSED, PROCESSING, REJECTED, Batch
 from ..storage import LocalStorage
 
 REPORT_COLUMNS = [
@@ -253,20 +254,52 @@ def report_csv(table: pa.Table) -> bytes:
 
 
 class ReportWriter:
-    def __init__(self, ledger: Ledger, storage: LocalStorage) -> None:
+    #: rows per chunk of report.csv kept between rewrites (see :meth:`write`)
+    CHUNK_ROWS = 100_000
+
+    def __init__(self, ledger: Ledger, storage: LocalStorage, chunk_rows: int = CHUNK_ROWS) -> None:
         self.ledger = ledger
         self.storage = storage
+        self.chunk_rows = chunk_rows
 
     def write(self, batch: Batch, counts: Counts) -> tuple[Path, Path]:
-        """Write both files of one batch, the CSV first so the summary never runs ahead of it."""
+        """Write both files of one batch, the CSV first so the summary never runs ahead of it.
+
+        report.csv is put together from chunks of rows (ledger ``report_chunks``):
+        a chunk that has not changed since the last rewrite is copied from what
+        that rewrite rendered (``storage.report_cache``), only the others are
+        read and formatted again. Each cached chunk is one file, its stamp on
+        its first line, so a stamp never describes another rendering. Once the
+        batch is finished, its cache is dropped.
+        """
         summary_name, csv_name = report_names(batch)
         folder = self.storage.reports(batch.product)
         csv_path = folder / csv_name
+        cache = self.storage.report_cache(batch.id)
         with self.storage.atomic_writer(csv_path, "wb") as fh:
-            fh.write((",".join(REPORT_COLUMNS) + "\n").encode())
-            for table in self.ledger.report_tables(batch.seq):
-                fh.write(report_csv(table))
+            if not self._write_chunks(fh, batch.seq, cache, _cached_stamps(cache)):
+                # a kept chunk went missing under us (a cleanup): render every chunk anew
+                fh.seek(0)
+                fh.truncate()
+                self._write_chunks(fh, batch.seq, cache, {})
+        if batch.state in (COMPLETE, REJECTED):
+            self.storage.drop_report_cache(batch.id)
         return self.write_summary(batch, counts), csv_path
+
+    def _write_chunks(self, fh: IO[bytes], batch_seq: int, cache: Path, known: dict[int, str]) -> bool:
+        """The header and every chunk; False if a chunk said to be kept could not be read."""
+        fh.write((",".join(REPORT_COLUMNS) + "\n").encode())
+        for low, stamp, table in self.ledger.report_chunks(batch_seq, known, self.chunk_rows):
+            part = cache / f"{low}.csv"
+            if table is None:
+                if not _copy_kept(part, stamp, fh):
+                    return False
+                continue
+            lines = report_csv(table)
+            fh.write(lines)
+            with self.storage.atomic_writer(part, "wb") as kept:
+                kept.write(stamp.encode() + b"\n" + lines)
+        return True
 
     def write_summary(self, batch: Batch, counts: Counts) -> Path:
         """Write only the batch's summary.json (small: the progress senders poll for)."""
@@ -276,6 +309,30 @@ class ReportWriter:
             json.dump(summary_document(batch, counts), fh, indent=2)
             fh.write("\n")
         return summary_path
+
+
+def _cached_stamps(cache: Path) -> dict[int, str]:
+    """The stamp of every chunk kept in ``cache`` (its first line), by the chunk's first row - 1."""
+    stamps: dict[int, str] = {}
+    for part in cache.glob("*.csv"):
+        try:
+            with part.open("rb") as fh:
+                stamps[int(part.stem)] = fh.readline().decode("ascii", "replace").rstrip("\n")
+        except (OSError, ValueError):
+            continue
+    return stamps
+
+
+def _copy_kept(part: Path, stamp: str, fh: IO[bytes]) -> bool:
+    """Copy a kept chunk's lines into ``fh`` if it still has ``stamp``; False if it is gone or another."""
+    try:
+        with part.open("rb") as src:
+            if src.readline().decode("ascii", "replace").rstrip("\n") != stamp:
+                return False
+            shutil.copyfileobj(src, fh, 4 * 1024 * 1024)
+    except OSError:
+        return False
+    return True
 
 
 def next_state(batch: Batch, counts: Counts) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import smpp34
 
@@ -78,10 +79,9 @@ def bind(kind: str, sequence: int, system_id: str, password: str, system_type: s
     return pack(BIND_IDS[kind], sequence, body)
 
 
-def submit_sm(sequence: int, destination: str, short_message: bytes, **fields: object) -> bytes:
-    """One submit_sm, encoded by smpp34's codec (``fields``: smpp34.SubmitSm keyword arguments)."""
-    source = str(fields.pop("source_addr", ""))
-    return smpp34.SubmitSm(source, destination, short_message, sequence_number=sequence, **fields).encode()  # type: ignore[arg-type]  # keyword fields are checked by smpp34 itself
+def submit_sm(sequence: int, source: str, destination: str, short_message: bytes, fields: dict[str, Any]) -> bytes:
+    """One submit_sm, encoded by smpp34's codec (``fields``: smpp34.SubmitSm keyword arguments, not changed)."""
+    return smpp34.SubmitSm(source, destination, short_message, sequence_number=sequence, **fields).encode()  # keyword fields are checked by smpp34 itself
 
 
 def query_sm(sequence: int, message_id: str, source_addr: str, source_ton: int, source_npi: int) -> bytes:

@@ -99,6 +99,7 @@ class Sender:
         self.idle.set()
         self._paused_until = 0.0
         self._throttle_level = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the connector's loop, once run() runs on it
         # a burst of at most a twentieth of a second: an SMSC's per-second limit is often policed per 50 ms
         self.bucket = TokenBucket(settings.tps, burst=max(1.0, settings.tps / 20)) if settings.tps else None
 
@@ -137,6 +138,9 @@ class Sender:
     # ----------------------------------------------------------- workers
     async def run(self, session: Session) -> None:
         """The window's workers on ``session``, until it closes or the sender drains."""
+        # Kept, not asked for per message: asyncio.get_running_loop() and
+        # asyncio.current_task() without a loop each make a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         tasks = [asyncio.create_task(self._worker(session)) for _ in range(self.settings.window)]
         tasks.append(asyncio.create_task(self._watch_answers()))
         try:
@@ -146,6 +150,11 @@ class Sender:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _on_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        assert loop is not None, "run() first"
+        return loop
+
     async def _next_part(self) -> Part | None:
         while True:
             if self.draining:
@@ -154,7 +163,7 @@ class Sender:
                 part = self.parts.popleft()
                 if not part.job.done:
                     return part
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._on_loop().create_future()
             self._idle_workers.append(waiter)
             await waiter
 
@@ -193,7 +202,7 @@ class Sender:
         """Send one part until it has an outcome. False: the session is unusable."""
         s = self.settings
         job = part.job
-        loop = asyncio.get_running_loop()
+        loop = self._on_loop()
         while True:
             pause = self._paused_until - loop.time()
             if pause > 0:
@@ -209,7 +218,7 @@ class Sender:
             part.in_flight = part.in_doubt = True
             self._inflight += 1
             self.idle.clear()
-            task = asyncio.current_task()
+            task = asyncio.current_task(loop)
             assert task is not None
             cancelling = task.cancelling()
             part.deadline = loop.time() + s.response_timeout

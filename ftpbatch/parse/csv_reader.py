@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow.compute as pc
@@ -88,7 +88,7 @@ def read_csv_chunks(source: Source, encoding: Encoding, layout: CsvLayout, chunk
             chunksize=chunk_rows,
         )
         with reader:
-            for raw in _mapped_errors(reader, layout):
+            for raw in _mapped_errors(_growing(reader, chunk_rows), layout):
                 if header_pending:
                     raw = raw.iloc[_rows_through_header(raw) :]
                     header_pending = False
@@ -103,6 +103,26 @@ def read_csv_chunks(source: Source, encoding: Encoding, layout: CsvLayout, chunk
         stream.close()
     if next_row == 1:
         raise BatchRejected("the file has no message rows: add one row per message", code=codes.E_MALFORMED)
+
+
+#: rows of the first chunk read: then twice as many each time, up to chunk_rows
+FIRST_CHUNK_ROWS = 10_000
+
+
+def _growing(reader: Any, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The parser's chunks, small first: the first messages are queued (and sent) while the rest is read.
+
+    A million-row file read 250,000 rows at a time queued nothing for its
+    first ~1.9 s; starting with 10,000 rows, the first are on their way after
+    a few tens of milliseconds, and the chunks soon reach their full size.
+    """
+    size = min(FIRST_CHUNK_ROWS, chunk_rows)
+    while True:
+        try:
+            yield reader.get_chunk(size)
+        except StopIteration:
+            return
+        size = min(size * 2, chunk_rows)
 
 
 def _mapped_errors(reader: Iterator[pd.DataFrame], layout: CsvLayout) -> Iterator[pd.DataFrame]:

@@ -12,7 +12,6 @@ from the ledger and the spool at the next start.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,9 +46,6 @@ if TYPE_CHECKING:
     from .sftp.server import GatewaySFTPServer
 
 log = logging.getLogger(__name__)
-
-#: how long a thread may hold the GIL while another waits for it (see Gateway.start)
-_GIL_SWITCH_SECONDS = 0.001
 
 
 class Gateway:
@@ -184,13 +180,6 @@ class Gateway:
 
     def start(self) -> None:
         """Start every service in order (the FTP loop runs on a thread of its own)."""
-        # A thread back from SQLite (or a socket) waits for the GIL until the thread
-        # holding it is made to let go: 5 ms by default. The dispatcher's sink, the
-        # one thread every ledger write goes through, comes back from SQLite a dozen
-        # times a write and waited behind the connector's and the reporter's Python
-        # work. At 1 ms: a million-row `process` 34.3-34.5 -> 29.4-30.7 s in
-        # alternating runs; CPU per message beside Kannel unchanged within the noise.
-        sys.setswitchinterval(_GIL_SWITCH_SECONDS)
         for product in self.ledger.list_products():
             self.storage.ensure_home(product.name)
         # job leases a previous process of this node held died with it (ledger/jobs.py)

@@ -87,3 +87,48 @@ def test_two_slots_a_transmitter_and_receiver_pair_needs_both(smsc: SmscProcess,
 def test_max_binds_must_allow_a_bind() -> None:
     with pytest.raises(ConfigError, match="max_binds=1 must allow at least one bind"):
         SmppConnector.from_url("smpp://esme:secret@127.0.0.1:2775?bind=tx%2Brx&max_binds=1")
+
+
+class _SlowSlots:
+    """Bind slots whose ledger answers slowly: a renewal is under way whenever the connector stops."""
+
+    seconds = 0.3  # renewed every 0.1 s
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.renewals = 0
+
+    def take(self, binds: int) -> bool:
+        return True
+
+    def renew(self) -> bool:
+        self.running += 1
+        time.sleep(0.5)
+        self.renewals += 1
+        self.running -= 1
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "slow slots"
+
+
+def test_stop_returns_only_after_a_bind_slot_call_in_progress_ended(smsc: SmscProcess) -> None:
+    # The gateway closes the ledger right after stopping its connectors: a slot renewal still
+    # running on the connector's executor then used a closed SQLite connection (a segfault).
+    connector = SmppConnector.from_url(smsc.url(max_binds=1, **FAST))
+    slots = _SlowSlots()
+    connector.bind_slots = slots
+    events = CollectingEvents()
+    connector.start(events)
+    try:
+        assert events.wait_until(lambda e: any(e.ups()), 10), events.states
+        deadline = time.monotonic() + 5
+        while not slots.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slots.running == 1
+    finally:
+        connector.stop()
+    assert slots.running == 0 and slots.renewals >= 1

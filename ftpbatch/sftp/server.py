@@ -301,6 +301,8 @@ class GatewaySFTPServer:
                 self._listener.close()
                 loop.run_until_complete(self._listener.wait_closed())
             loop.run_until_complete(loop.shutdown_asyncgens())
+            # logins checked on the executor's threads (password hashes, the ledger) end first
+            loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
             self._address = None
 

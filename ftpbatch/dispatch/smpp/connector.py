@@ -135,6 +135,11 @@ class SmppConnector(Connector):
             finally:
                 with contextlib.suppress(Exception):
                     loop.run_until_complete(loop.shutdown_asyncgens())
+                    # A bind-slot call (ledger) may still run on the executor's thread: wait for
+                    # it, so stop() returns only when nothing here uses the ledger any more (the
+                    # caller closes it next; a SQLite connection closed under a running statement
+                    # crashes the process).
+                    loop.run_until_complete(loop.shutdown_default_executor())
                 loop.close()
 
         self._thread = threading.Thread(target=run, name=f"smpp-{self.settings.host}:{self.settings.port}", daemon=True)

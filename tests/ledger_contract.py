@@ -398,6 +398,25 @@ class LedgerContract:
         assert (tally.status, tally.messages, tally.receipt_timeouts) == (codes.SUBMITTED, 2, 2)
         assert ledger.queue_depth()["awaiting_receipt"] == 0
 
+    def test_may_be_finished_only_once_no_message_of_the_batch_is_open(self, open_ledger: OpenLedger) -> None:
+        ledger = open_ledger(receipt_timeout=0.0)
+        ledger.add_product(Product("acme", "x"))
+        seq = new_batch(ledger, 3)
+        assert not ledger.may_be_finished(seq, "acme")  # in its block
+        leased = ledger.lease("node", "acme", 3, time.time(), 60)
+        assert not ledger.may_be_finished(seq, "acme")  # leased: rows at 002
+        submit_all(ledger, leased)
+        ledger.record_receipts([Receipt("sim", f"u{leased[0].reference}", codes.DELIVERED, NOW)])
+        assert not ledger.may_be_finished(seq, "acme")  # two await their receipts
+        later = claim(ledger, "g.csv")  # another batch, scheduled: open, and no concern of the first
+        at = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=10)
+        ledger.insert_messages(later, "acme", rows(1, status=codes.SCHEDULED, not_before=at))
+        assert ledger.time_out_receipts(time.time() + 1) == 2
+        assert ledger.may_be_finished(seq, "acme")  # the rest stopped waiting
+        assert not ledger.may_be_finished(later, "acme")
+        ledger.cancel_pending(later)
+        assert ledger.may_be_finished(later, "acme")
+
     # --- callback outbox -----------------------------------------------------
     def test_status_changes_reach_the_outbox_and_are_claimed_once(self, ledger: LedgerProtocol) -> None:
         ledger.update_product("acme", callback_url="http://127.0.0.1:9/cb", callback_level=3)

@@ -180,3 +180,43 @@ def test_the_usage_file_counts_a_batch_within_seconds_of_its_completion(tmp_path
         client.quit()
     assert counted == 25, f"usage-YYYY-MM.csv still says {counted} for today 5 s after the batch completed"
     assert waited < 5
+
+
+def test_a_batch_whose_messages_are_still_open_is_not_counted_and_its_completion_is_seen_at_once(tmp_path: Path):
+    """While a batch moves, the reporter asks the ledger whether anything is still open (a look at small
+    indexes) instead of counting every row of the batch each `interval`; the last receipt completes it
+    within a round, however long its report.csv waits for its next rewrite."""
+    from ftpbatch import codes
+    from ftpbatch.models import Receipt, SubmitResult
+    from tests.ledger_contract import new_batch
+
+    root = tmp_path / "root"
+    ledger = Ledger(root / "ftpbatch.db")
+    storage = LocalStorage(root)
+    storage.prepare()
+    ledger.add_product(Product("acme", "x"))
+    storage.ensure_home("acme")
+    seq = new_batch(ledger, 40)
+    leased = ledger.lease("node", "acme", 40, time.time(), 60)
+    ledger.record_results("sim", [SubmitResult(m.message_id, m.attempt, upstream_id=f"u{m.reference}") for m in leased])
+    reporter = Reporter(ledger, storage, interval=0.05, offload_rows=None)
+    reporter.catch_up()  # the first rewrite
+    # As if that rewrite had cost 100 s: the next is 1,000 s away, and only the looks and the
+    # summary.json (every SUMMARY_EVERY) happen meanwhile.
+    reporter._last_written[seq] = (time.monotonic(), 100.0)
+    counted = []
+    status_counts = ledger.status_counts
+    ledger.status_counts = lambda s: counted.append(s) or status_counts(s)  # type: ignore[method-assign]
+    started = time.monotonic()
+    for message in leased[:-1]:  # a receipt each round: the batch changes all the time, never finishes
+        ledger.record_receipts([Receipt("sim", f"u{message.reference}", codes.DELIVERED, dt.datetime.now(dt.timezone.utc))])
+        reporter.catch_up()
+        time.sleep(0.04)
+    spent = time.monotonic() - started
+    # counted for summary.json only: once at first, then once a second (not every 0.05 s round)
+    assert len(counted) <= 2 + spent, (len(counted), spent)
+    ledger.record_receipts([Receipt("sim", f"u{leased[-1].reference}", codes.DELIVERED, dt.datetime.now(dt.timezone.utc))])
+    time.sleep(0.06)
+    reporter.catch_up()
+    assert ledger.get_batch_by_seq(seq).state == "complete"
+    ledger.close()

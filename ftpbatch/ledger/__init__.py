@@ -136,6 +136,7 @@ class Ledger:
         self.time_out_receipts = self.answers.time_out_receipts
         # reports
         self.status_counts = self.reports.status_counts
+        self.may_be_finished = self.reports.may_be_finished
         self.report_frames = self.reports.report_frames
         self.report_tables = self.reports.report_tables
         self.report_chunks = self.reports.report_chunks

@@ -69,6 +69,26 @@ class ReportStore:
             )
         return list(tallies.values())
 
+    def may_be_finished(self, batch_seq: int, product: str) -> bool:
+        """False when some message of the batch certainly still waits for its outcome.
+
+        Queued or scheduled, awaiting its receipt, or in a block not taken
+        yet: asked of the small partial indexes (messages_queue by product,
+        messages_awaiting_receipt, the batch's open blocks), so the answer
+        costs the same for ten rows or a million, where status_counts reads
+        every row of the batch. True is no promise (a cancelled message may
+        still hold its lease, the file may not be read whole): the counts
+        decide. ``+batch_seq`` keeps SQLite off messages_by_batch_row, which
+        would walk the whole batch to find none.
+        """
+        (open_,) = self.db.connection().execute(
+            "SELECT EXISTS (SELECT 1 FROM message_blocks WHERE batch_seq = ? AND taken < size) "
+            "OR EXISTS (SELECT 1 FROM messages WHERE product = ? AND +batch_seq = ? AND status IN ('002', '011')) "
+            "OR EXISTS (SELECT 1 FROM messages WHERE +batch_seq = ? AND status = '003' AND receipt_timed_out = 0)",
+            (batch_seq, product, batch_seq, batch_seq),
+        ).fetchone()
+        return not open_
+
     def report_frames(self, batch_seq: int, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
         """The rows of a batch's report.csv, in file order, in bounded chunks of row numbers."""
         last_row = last_row_stored(self.db.connection(), batch_seq)

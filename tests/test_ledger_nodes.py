@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -137,6 +137,17 @@ class TestPostgresCrossedReceipts:
         monkeypatch.setattr(store, method, held)
         return done, release
 
+    @staticmethod
+    def _started(target: Callable[..., object], *args: object) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args)
+        thread.start()
+        return thread
+
+    @staticmethod
+    def _applied_and_nothing_parked(a: Ledger, seq: int) -> None:
+        assert statuses(a, seq) == {"004": 1}
+        assert a.inbound.unmatched_receipts()["parked"] == 0
+
     def _setup(self, a: Ledger) -> tuple[int, list[SubmitResult], Receipt]:
         seq = new_batch(a, 1)
         (message,) = a.lease("node-a", "acme", 1, time.time(), 60)
@@ -148,29 +159,25 @@ class TestPostgresCrossedReceipts:
         a, b = nodes
         seq, answer, receipt = self._setup(a)
         done, release = self._held(monkeypatch, a.answers, "_apply_results")
-        writer = threading.Thread(target=a.record_answers, args=("smsc", answer, ()))
-        writer.start()
+        writer = self._started(a.record_answers, "smsc", answer, ())
         assert done.wait(10)  # A's answer is written, not committed, and A found nothing parked
         assert b.record_answers("smsc", (), [receipt]) == 1  # so B parks the receipt
         release.set()
         writer.join(10)
-        assert statuses(a, seq) == {"004": 1}
-        assert a.inbound.unmatched_receipts()["parked"] == 0
+        self._applied_and_nothing_parked(a, seq)
 
     def test_answer_written_while_the_receipt_is_being_parked(self, nodes: tuple[Ledger, Ledger],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
         a, b = nodes
         seq, answer, receipt = self._setup(a)
         done, release = self._held(monkeypatch, b.answers, "_apply_receipts")
-        parker = threading.Thread(target=b.record_answers, args=("smsc", (), [receipt]))
-        parker.start()
+        parker = self._started(b.record_answers, "smsc", (), [receipt])
         assert done.wait(10)  # B parked the receipt, not committed yet
         a.record_answers("smsc", answer, ())  # A's answer commits, and finds nothing parked
         assert statuses(a, seq) == {"003": 1}
         release.set()
         parker.join(10)
-        assert statuses(a, seq) == {"004": 1}
-        assert a.inbound.unmatched_receipts()["parked"] == 0
+        self._applied_and_nothing_parked(a, seq)
 
     def test_answer_committed_between_a_receipts_update_and_its_parking(self, nodes: tuple[Ledger, Ledger],
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,15 +193,12 @@ class TestPostgresCrossedReceipts:
             return find(*args)  # type: ignore[arg-type]
 
         monkeypatch.setattr(b.answers, "_find_upstream", find_after_a_committed)
-        writer = threading.Thread(target=a.record_answers, args=("smsc", answer, ()))
-        writer.start()
+        writer = self._started(a.record_answers, "smsc", answer, ())
         assert a_done.wait(10)
-        receiver = threading.Thread(target=b.record_answers, args=("smsc", (), [receipt]))
-        receiver.start()
+        receiver = self._started(b.record_answers, "smsc", (), [receipt])
         assert b_missed.wait(10)
         a_release.set()
         writer.join(10)  # A committed: B now sees the message known, at 003
         b_release.set()
         receiver.join(10)
-        assert statuses(a, seq) == {"004": 1}
-        assert a.inbound.unmatched_receipts()["parked"] == 0
+        self._applied_and_nothing_parked(a, seq)

@@ -8,7 +8,6 @@ and applied when its submit answer is recorded.
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Sequence
 
@@ -25,6 +24,27 @@ from .sql import VALUES_CHUNK, chunks, keys_hint, member_of, values_table
 # Said with the messages table's name: the answers UPDATE joins another table.
 _OPEN = ("(messages.status IN ('002', '011') OR "
          "(messages.status = '006' AND messages.lease_until IS NOT NULL))")
+# What a receipt may still change: a message at 003 waits for it, and one at 002/011 may
+# have its submit answer still coming (the receipt overtook it, or another node is writing it).
+_RECEIPT_MAY_CHANGE = ("002", "003", "011")
+_RECEIPT_MAY_CHANGE_SQL = "('002', '003', '011')"
+
+
+def delete_settled_parked(tx: Connection, condition: str = "", params: Sequence[object] = ()) -> None:
+    """Drop the parked receipts (those matching ``condition``) whose message is final now.
+
+    Final by this receipt or an earlier one; not merely "known": on
+    PostgreSQL this statement sees commits made after the caller's UPDATE
+    ran, and a message whose answer another node committed in between is at
+    003 here, its receipt not applied yet: that one stays parked.
+    """
+    where = f"{condition} AND " if condition else ""
+    tx.execute(
+        f"DELETE FROM parked_receipts WHERE {where}EXISTS (SELECT 1 FROM messages m "
+        "WHERE m.account = parked_receipts.account AND m.upstream_id = parked_receipts.upstream_id "
+        f"AND m.status NOT IN {_RECEIPT_MAY_CHANGE_SQL})",
+        tuple(params),
+    )
 
 
 class AnswerStore:
@@ -158,7 +178,7 @@ class AnswerStore:
                 # (PostgreSQL, read committed): this statement sees it, so apply them
                 # again. The others overtook their submit answer and wait, parked.
                 known = self._find_upstream(tx, account, upstream_ids)
-                late = [first[u] for u, status in known.items() if status in ("002", "003", "011")]
+                late = [first[u] for u, status in known.items() if status in _RECEIPT_MAY_CHANGE]
                 if late:
                     changed += self._apply_to_messages(tx, account, late, now)
                 orphans = [(account, r.upstream_id, r.status, r.error_text, now)
@@ -191,7 +211,7 @@ class AnswerStore:
                 "UPDATE messages SET status = v.column2, error_text = COALESCE(v.column3, messages.error_text), "
                 f"updated_at = ? FROM {found} "
                 "WHERE messages.account = ? AND messages.upstream_id = v.column1 "
-                f"AND messages.status IN ('002', '003', '011'){hint}",
+                f"AND messages.status IN {_RECEIPT_MAY_CHANGE_SQL}{hint}",
                 (now, *params, account, *keys),
             ).rowcount
         return changed
@@ -238,16 +258,7 @@ class AnswerStore:
                 queue_callbacks_for_messages(tx, changed, now)
                 if touch:
                     touch_batches_of_messages(tx, changed, now)
-            # Done with once their message is final (by this receipt or an earlier one). Not
-            # "once the message is known": on PostgreSQL this statement sees commits made
-            # after the UPDATE above ran, and a message whose answer another node committed
-            # in between is at 003 here, its receipt not applied yet: it stays parked.
-            tx.execute(
-                f"DELETE FROM parked_receipts WHERE account = ? AND {where} AND EXISTS "
-                "(SELECT 1 FROM messages m WHERE m.account = parked_receipts.account "
-                "AND m.upstream_id = parked_receipts.upstream_id AND m.status NOT IN ('002', '003', '011'))",
-                (account, *params),
-            )
+            delete_settled_parked(tx, f"account = ? AND {where}", (account, *params))
 
     def time_out_receipts(self, now: float) -> int:
         """Stop waiting for receipts that are overdue; their batches may complete."""

@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 
 from ..models import MoMessage, QueryOutcome, QueryRequest
+from .answers import delete_settled_parked
 from .batches import touch_batches_of_messages
 from .db import Database
 from .outbox import queue_callbacks_for_messages
@@ -163,13 +164,7 @@ class InboundStore:
             if changed:
                 queue_callbacks_for_messages(tx, changed, now)
                 touch_batches_of_messages(tx, changed, now)
-            # matched now, or matching a message that is final already: done with (one still
-            # at 003 here had its answer committed by another node after the UPDATE ran: kept)
-            tx.execute(
-                "DELETE FROM parked_receipts WHERE EXISTS (SELECT 1 FROM messages m "
-                "WHERE m.account = parked_receipts.account AND m.upstream_id = parked_receipts.upstream_id "
-                "AND m.status NOT IN ('002', '003', '011'))"
-            )
+            delete_settled_parked(tx)  # matched now, or matching a message that is final already
             expired = tx.execute("DELETE FROM parked_receipts WHERE received_at < ?", (now - expire_after,)).rowcount
             if expired:
                 bump_counter(tx, NEVER_MATCHED, expired)

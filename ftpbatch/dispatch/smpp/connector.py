@@ -373,7 +373,6 @@ class SmppConnector(Connector):
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     async def _bind_unless_stopped(self, delay: float) -> list[Session] | None:
-        s = self.settings
         if not await self._take_slots(delay):
             return None
         sessions = await self._bind_or_stop(delay)

@@ -202,3 +202,48 @@ def test_messages_are_never_paired_with_rows_whose_ids_were_not_assigned_in_orde
     with pytest.raises(LedgerError):
         ledger.lease("node", "acme", 20, time.time(), 60)
     assert message_rows(ledger) == 1  # the transaction was rolled back: nothing taken, nothing half-made
+
+
+def test_block_messages_made_rows_keep_every_value_whether_none_in_all_some_or_no_rows(ledger: Ledger):
+    # Three INSERT slices (500 rows each): a column None throughout a slice is
+    # written as NULL, not bound; mixed and filled columns are bound. The rows
+    # read back after the leases expire (re-leased from the messages table)
+    # must carry exactly the values of the file.
+    n = 1200
+    frame = rows(n)
+    senders = [None if i < 500 or i % 3 == 0 else f"S{i}" for i in range(n)]
+    references = [None if i < 600 else f"c{i}" for i in range(n)]
+    validity = [30 if i == 1100 else None for i in range(n)]
+    encodings = ["ucs2" if i % 2 else "gsm7" for i in range(n)]
+    frame["sender"], frame["climsgid"], frame["encoding"] = senders, references, encodings
+    frame["validity_minutes"] = pd.Series(validity, dtype="Int64")
+    new_batch(ledger, frame)
+
+    def fields(messages: list) -> list[tuple]:
+        return [(m.destination, m.text, m.sender, m.reference, m.encoding, m.parts, m.validity_minutes) for m in messages]
+
+    expected = list(zip(frame["destination"], frame["text"], senders, references, encodings, [1] * n, validity))
+    first = ledger.lease("node", "acme", n, time.time(), 60)
+    assert fields(first) == expected
+    assert ledger.expire_leases_of("node") == n
+    again = ledger.lease("node", "acme", n, time.time(), 60)
+    assert [m.message_id for m in again] == [m.message_id for m in first]
+    assert fields(again) == expected
+    stored = ledger.db.connection().execute(
+        "SELECT COUNT(*) FROM messages WHERE error_text IS NULL AND status = '002' AND lease_owner = 'node'"
+    ).fetchone()[0]
+    assert stored == n
+
+
+def test_a_values_table_writes_a_column_none_in_every_row_as_null_and_binds_no_none():
+    from ftpbatch.ledger.sql import values_table
+
+    conn = sqlite3.connect(":memory:")
+    data = [("a", None, None), ("b", None, "x"), ("c", None, None)]
+    source, params = values_table(conn, data, ("text", "text", "text"))
+    assert None in params  # the third column is mixed: its Nones are bound
+    assert params.count(None) == 2 and len(params) == 6  # the second column is NULL in the statement
+    assert conn.execute(f"SELECT v.column1, v.column2, v.column3 FROM {source}", params).fetchall() == data
+    source, params = values_table(conn, [(r[0], None) for r in data], ("text", "text"))
+    assert None not in params
+    assert conn.execute(f"SELECT v.column1, v.column2 FROM {source}", params).fetchall() == [(r[0], None) for r in data]

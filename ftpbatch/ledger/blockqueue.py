@@ -7,7 +7,9 @@ caller's transaction, so a row is made exactly once.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from itertools import chain
 
 from .. import codes
 from ..errors import LedgerError
@@ -15,13 +17,43 @@ from .blocks import BlockCache, BlockRows, unpack
 from .db import POSTGRESQL, Connection, Row
 from .sql import dialect_of
 
-# Rows per multi-row INSERT when block messages become rows (14 parameters each).
+# Rows per multi-row INSERT when block messages become rows.
 _VALUES_ROWS = 500
-_ROW_MARKS = ", ".join("?" * 14)
 _INSERT = (
     "INSERT INTO messages (batch_seq, row_no, product, destination, text, sender, climsgid, encoding, "
     "parts, validity_minutes, status, error_text, updated_at, lease_owner, lease_until, attempt) "
 )
+# Where each value of a row comes from: the take's constants (bound once) or the block's columns.
+_CONSTANTS = ("batch_seq", "product", "status", "error_text", "updated_at", "lease_owner", "lease_until", "attempt")
+_ROW_COLUMNS = ("row_no", "destination", "text", "sender", "climsgid", "encoding", "parts", "validity_minutes")
+_INSERT_ORDER = ("batch_seq", "row_no", "product", "destination", "text", "sender", "climsgid", "encoding",
+                 "parts", "validity_minutes", "status", "error_text", "updated_at", "lease_owner", "lease_until",
+                 "attempt")
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(size: int, null_constants: tuple[bool, ...], null_columns: tuple[bool, ...]) -> str:
+    """The INSERT of ``size`` rows: constants bound once as ``?1``.., each row's own values after them.
+
+    A value that is None (a constant, or a column in every row of the
+    slice) is the literal NULL: binding None costs three times an int in
+    Python 3.11's sqlite3 (ledger/sql.py, null_columns). Numbered marks let
+    every row share the constants instead of binding them again per row.
+    """
+    marks: dict[str, str] = {}
+    number = 0
+    for name, null in zip(_CONSTANTS, null_constants):
+        if not null:
+            number += 1
+        marks[name] = "NULL" if null else f"?{number}"
+    rows = []
+    for _ in range(size):
+        for name, null in zip(_ROW_COLUMNS, null_columns):
+            if not null:
+                number += 1
+            marks[name] = "NULL" if null else f"?{number}"
+        rows.append("(" + ", ".join(marks[name] for name in _INSERT_ORDER) + ")")
+    return _INSERT + "VALUES " + ", ".join(rows)
 
 
 @dataclass(slots=True)
@@ -89,25 +121,22 @@ class BlockQueue:
                        error_text: str | None, now: float, owner: str | None, until: float | None,
                        attempt: int) -> list[int]:
         ids: list[int] = []
-        product = block["product"]
-        constants = (status, error_text, now, owner, until)
+        constants = (int(block["batch_seq"]), block["product"], status, error_text, now, owner, until, attempt)
+        null_constants = tuple(value is None for value in constants)
+        bound = [value for value in constants if value is not None]
         for first in range(start, stop, _VALUES_ROWS):
             last_index = min(first + _VALUES_ROWS, stop)
-            params: list[object] = []
+            columns = [getattr(rows, name)[first:last_index] for name in _ROW_COLUMNS]
+            nulls = tuple(all(value is None for value in column) for column in columns)
+            params = list(bound)
             # one pass over the columns' slices (zip), not eight index look-ups a message
-            for row_no, destination, text, sender, climsgid, encoding, parts, validity in zip(
-                    rows.row_no[first:last_index], rows.destination[first:last_index], rows.text[first:last_index],
-                    rows.sender[first:last_index], rows.climsgid[first:last_index], rows.encoding[first:last_index],
-                    rows.parts[first:last_index], rows.validity_minutes[first:last_index]):
-                params += (row_no, product, destination, text, sender, climsgid, encoding, parts, validity)
-                params += constants
+            params += chain.from_iterable(zip(*(column for column, null in zip(columns, nulls) if not null)))
             # One multi-row INSERT per slice: the new ids are the last one and the
             # ones before it, in VALUES order: SQLite gives a new row the largest
             # rowid + 1 (we hold the write lock). Not RETURNING: that steps once
             # per row, and every step gives up the GIL and waits to get it back.
             size = last_index - first
-            values = ", ".join([f"({int(block['batch_seq'])}, {_ROW_MARKS}, {attempt})"] * size)
-            last = tx.execute(_INSERT + f"VALUES {values}", params).lastrowid  # type: ignore[attr-defined]
+            last = tx.execute(_insert_sql(size, null_constants, nulls), params).lastrowid  # type: ignore[attr-defined]
             assert last is not None
             first_id = last - size + 1
             self._check_ids(tx, first_id, last, int(block["batch_seq"]), rows.row_no[first], rows.row_no[last_index - 1])

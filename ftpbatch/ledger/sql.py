@@ -35,6 +35,21 @@ def value_marks(rows: int, width: int) -> str:
     return ", ".join([row] * rows)
 
 
+def null_columns(rows: Sequence[Sequence[Any]], width: int) -> tuple[bool, ...]:
+    """For each of ``width`` columns: is it None in every row? (False for no rows.)
+
+    Why it matters: Python 3.11's sqlite3 binds None through its adapter
+    look-up, which raises and discards an AttributeError each time: 0.45 µs
+    a value, three times an int's cost. A column that is None throughout is
+    written as the literal ``NULL`` instead (a message's missing sender,
+    client id, validity and error text were a tenth of the sink's CPU).
+    ``all`` stops at the first value, so a filled column costs one look.
+    """
+    if not rows:
+        return (False,) * width
+    return tuple(all(row[i] is None for row in rows) for i in range(width))
+
+
 def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -91,7 +106,13 @@ def values_table(conn: Connection, rows: Sequence[Sequence[Any]], sql_types: Seq
         arrays = ", ".join(f"CAST(? AS {t}[])" for t in sql_types)
         names = ", ".join(f"column{i + 1}" for i in range(width))
         return f"unnest({arrays}) AS v({names})", [list(column) for column in zip(*rows)] if rows else [[]] * width
-    return f"(VALUES {value_marks(len(rows), width)}) AS v", [value for row in rows for value in row]
+    nulls = null_columns(rows, width)
+    if not any(nulls):
+        return f"(VALUES {value_marks(len(rows), width)}) AS v", [value for row in rows for value in row]
+    # a column None in every row: NULL in the statement, not a bound None each (see null_columns)
+    row = "(" + ", ".join("NULL" if null else "?" for null in nulls) + ")"
+    kept = [i for i, null in enumerate(nulls) if not null]
+    return f"(VALUES {', '.join([row] * len(rows))}) AS v", [r[i] for r in rows for i in kept]
 
 
 def bump_counter(tx: Connection, name: str, by: int = 1) -> None:

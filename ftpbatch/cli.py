@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 from . import __version__, cli_senders, cli_ssh, cli_status
 from .config import SETTINGS_FILE, Settings, default_toml, load_settings, root_path
 from .errors import FtpbatchError, NotFound, PathError, ProductError, UsageError
+from .heap import collect_less_often
 from .logs import configure as configure_logs
 from .logs import redact_url
 from .models import Product, check_product_name, parse_allow_ip
@@ -305,6 +306,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         node_id=args.node_id,
     )
     _configure_logging(json_lines=args.log_json)
+    collect_less_often()
     gateway = Gateway(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -446,6 +448,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     settings = _settings(args, dispatch={"connector": args.connector})
     if args.log_json:
         _configure_logging(json_lines=True)
+    collect_less_often()
     gateway = Gateway(settings, ftp=False, watch_inboxes=False, node_id=f"{settings.node_id}-process-{os.getpid()}")
     if gateway.ledger.get_product(args.product) is None:
         gateway.ledger.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ftpbatch.cli import main
+from ftpbatch.heap import YOUNG_COLLECTION_EVERY
 from ftpbatch.ledger import Ledger
 from ftpbatch.passwords import verify_password
 
@@ -87,7 +89,16 @@ def test_errors_are_one_line_with_the_contract_exit_codes(root, capsys, monkeypa
     assert code == 1 and "no product named 'nobody'" in err
 
 
-def test_process_runs_one_file_to_its_final_report_and_batch_commands_show_it(root, capsys, monkeypatch):
+@pytest.fixture
+def default_gc_pace():
+    """CPython's own collector pace for the test, restored after it (commands change it: ftpbatch/heap.py)."""
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    yield
+    gc.set_threshold(*before)
+
+
+def test_process_runs_one_file_to_its_final_report_and_batch_commands_show_it(root, capsys, monkeypatch, default_gc_pace):
     run(capsys, "--root", str(root), "product", "add", "shop", "--password-stdin", "--dial-prefix", "44",
         stdin="a-long-password\n", monkeypatch=monkeypatch)
     monkeypatch.setenv("FTPBATCH_REPORT_INTERVAL", "0.05")
@@ -100,6 +111,7 @@ def test_process_runs_one_file_to_its_final_report_and_batch_commands_show_it(ro
     assert (reports / f"hello.csv.{summary['batch']}.report.csv").exists()
     assert json.loads((reports / f"hello.csv.{summary['batch']}.summary.json").read_text())["state"] == "complete"
     assert (SAMPLES / "hello.csv").exists()  # the operator's original stays where it was
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_EVERY  # a long-running command: the gateway's collector pace
 
     code, out, _ = run(capsys, "--root", str(root), "batch", "list", "--json")
     assert [b["batch"] for b in json.loads(out)] == [summary["batch"]]

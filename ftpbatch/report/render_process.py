@@ -115,9 +115,11 @@ def serve(requests: IO[bytes], answers: IO[bytes], writer: ReportWriter) -> None
 
 
 def main(argv: list[str]) -> None:
+    from ..heap import collect_less_often
     from ..ledger import Ledger
     from ..storage import LocalStorage
 
+    collect_less_often()
     root = Path(argv[0])
     ledger = Ledger(os.environ[_LOCATION_ENV])
     try:

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from ftpbatch import codes
 from ftpbatch.intake.ingest import Ingest
 from ftpbatch.ledger import Ledger
 from ftpbatch.models import DISPATCHING, PROCESSING, Product
@@ -186,7 +187,6 @@ def test_a_batch_whose_messages_are_still_open_is_not_counted_and_its_completion
     """While a batch moves, the reporter asks the ledger whether anything is still open (a look at small
     indexes) instead of counting every row of the batch each `interval`; the last receipt completes it
     within a round, however long its report.csv waits for its next rewrite."""
-    from ftpbatch import codes
     from ftpbatch.models import Receipt, SubmitResult
     from tests.ledger_contract import new_batch
 
@@ -219,4 +219,75 @@ def test_a_batch_whose_messages_are_still_open_is_not_counted_and_its_completion
     time.sleep(0.06)
     reporter.catch_up()
     assert ledger.get_batch_by_seq(seq).state == "complete"
+    ledger.close()
+
+
+def _reporter_on_answered_batch(tmp_path: Path, rows: int):
+    """A ledger with one dispatching batch of ``rows`` messages, all submitted and awaiting receipts."""
+    from ftpbatch.models import SubmitResult
+    from tests.ledger_contract import new_batch
+
+    root = tmp_path / "root"
+    ledger = Ledger(root / "ftpbatch.db")
+    storage = LocalStorage(root)
+    storage.prepare()
+    ledger.add_product(Product("acme", "x"))
+    storage.ensure_home("acme")
+    seq = new_batch(ledger, rows)
+    leased = ledger.lease("node", "acme", rows, time.time(), 60)
+    ledger.record_results("sim", [SubmitResult(m.message_id, m.attempt, upstream_id=f"u{m.reference}") for m in leased])
+    return ledger, storage, seq, leased
+
+
+def test_a_slow_summary_count_does_not_hold_back_the_look_for_completion(tmp_path: Path):
+    from ftpbatch.models import Receipt
+
+    ledger, storage, seq, leased = _reporter_on_answered_batch(tmp_path, 20)
+    reporter = Reporter(ledger, storage, interval=0.05, offload_rows=None)
+    reporter.catch_up()  # the first rewrite
+    reporter._last_written[seq] = (time.monotonic(), 100.0)  # the next rewrite is far away
+    # Counting takes 0.5 s, as for a million rows on a busy machine: the summary's count
+    # used to set the pace of the completion look too (0.5 s / share: 10 s of silence).
+    status_counts = ledger.status_counts
+    counted: list[int] = []
+    ledger.status_counts = lambda s: counted.append(s) or time.sleep(0.5) or status_counts(s)  # type: ignore[method-assign]
+    now = dt.datetime.now(dt.timezone.utc)
+    ledger.record_receipts([Receipt("sim", f"u{leased[0].reference}", codes.DELIVERED, now)])  # a change
+    reporter._last_summary[seq] = -1e9  # summary.json is due
+    reporter.catch_up()  # ... so the batch is counted (slowly), and it is still open
+    assert counted == [seq] and ledger.get_batch_by_seq(seq).state == DISPATCHING
+    ledger.record_receipts([Receipt("sim", f"u{m.reference}", codes.DELIVERED, now) for m in leased[1:]])
+    settled = time.monotonic()
+    while ledger.get_batch_by_seq(seq).state != "complete" and time.monotonic() - settled < 8:
+        reporter.catch_up()
+        time.sleep(0.05)
+    seen_after = time.monotonic() - settled
+    assert ledger.get_batch_by_seq(seq).state == "complete"
+    assert seen_after < 2.5, seen_after  # a look (0.05 s rounds) and one count (0.5 s)
+    ledger.close()
+
+
+def test_a_big_file_still_being_read_is_rendered_by_the_helper_whatever_its_rows_so_far(tmp_path: Path):
+    from ftpbatch.report.reporter import OFFLOAD_BYTES
+    from tests.ledger_contract import claim, rows
+
+    root = tmp_path / "root"
+    ledger = Ledger(root / "ftpbatch.db")
+    storage = LocalStorage(root)
+    storage.prepare()
+    ledger.add_product(Product("acme", "x"))
+    storage.ensure_home("acme")
+    big, small = claim(ledger, "big.csv"), claim(ledger, "small.csv")
+    ledger.set_file_facts(big, "0" * 64, OFFLOAD_BYTES)
+    ledger.set_file_facts(small, "1" * 64, OFFLOAD_BYTES - 1)
+    for seq in (big, small):
+        ledger.start_processing(seq)
+        ledger.insert_messages(seq, "acme", rows(10))
+    reporter = Reporter(ledger, storage)
+    by_helper: list[int] = []
+    reporter.process.write = lambda batch, counts: by_helper.append(batch.seq)  # type: ignore[method-assign]
+    reporter.catch_up()
+    assert by_helper == [big]  # 10 rows so far, but the file is big and not read whole
+    assert len(list(storage.reports("acme").glob("small.csv.*.report.csv"))) == 1  # the small one: written here
+    reporter.stop()
     ledger.close()

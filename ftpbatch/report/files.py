@@ -255,7 +255,7 @@ def report_csv(table: pa.Table) -> bytes:
 
 class ReportWriter:
     #: rows per chunk of report.csv kept between rewrites (see :meth:`write`)
-    CHUNK_ROWS = 100_000
+    CHUNK_ROWS = 5_000
 
     def __init__(self, ledger: Ledger, storage: LocalStorage, chunk_rows: int = CHUNK_ROWS) -> None:
         self.ledger = ledger

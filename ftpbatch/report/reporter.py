@@ -41,11 +41,17 @@ from .usage import MonthlyUsageFiles
 
 log = logging.getLogger(__name__)
 
-# The share of the time one batch's report rewrites (and, separately, its
-# counts) may take while it changes: a rewrite that took 0.3 s waits 3 s.
-_REWRITE_SHARE = 0.1
-# ... counting a rewrite done by the helper process (render_process.py) at this share of its time
-_OFFLOADED_WEIGHT = 0.2
+# The share of the time one batch's report rewrites may take while it changes:
+# a rewrite that took 0.3 s waits 6 s. Chunks of 5,000 rows (files.py) make a
+# rewrite during dispatch format only the rows that moved, so a 20,000-message
+# batch is rewritten about as often as at a tenth with 100,000-row chunks, for
+# two thirds of the CPU (0.41-0.60 -> 0.29-0.34 s in a 20,000-message `process`).
+_REWRITE_SHARE = 0.05
+# ... counting a rewrite done by the helper process (render_process.py) at this
+# share of its time: the helper has a core of its own, and the batch's last
+# rewrite only formats what moved since the one before: a helper rewrite is
+# followed by a wait as long as itself, and the last one stays short.
+_OFFLOADED_WEIGHT = 0.05
 # Rounds are at least this far apart: the dispatcher wakes the reporter on
 # every ledger write, hundreds of times a second, and one look a few dozen
 # times a second sees the same.
@@ -55,11 +61,16 @@ _MIN_ROUND_GAP = 0.02
 # rows, at most a tenth of the batch's time) than starting the helper, whose
 # imports alone are 0.7 s of CPU: 5,000 made a 20,000-message `process` start it.
 OFFLOAD_ROWS = 50_000
+# ... and so are files of at least this many bytes still being read (OFFLOAD_ROWS
+# rows of CSV are 2-5 MB).
+OFFLOAD_BYTES = 4 * 1024 * 1024
 # A changing batch's summary.json is rewritten at least this often (seconds),
 # however long its report.csv waits: senders poll it for progress.
 SUMMARY_EVERY = 1.0
-# ... unless counting the batch takes more than this share of that time.
-_SUMMARY_SHARE = 0.25
+# ... unless counting the batch takes more than this share of that time (a
+# million rows take 0.4-0.9 s to count: at a quarter, counting alone was 4 of
+# the 30 CPU seconds of a million-row `process`).
+_SUMMARY_SHARE = 0.1
 
 
 class Reporter:
@@ -88,8 +99,11 @@ class Reporter:
         # per batch seq: (when, seconds it took) of the last rewrite and of the last count
         self._last_written: dict[int, tuple[float, float]] = {}
         self._last_counted: dict[int, tuple[float, float]] = {}
-        # ... and of the last look for completion (a count, or the cheap may_be_finished)
+        # ... and of the last cheap look for completion (may_be_finished)
         self._last_checked: dict[int, tuple[float, float]] = {}
+        # batches whose look said "maybe finished" and whose count then said not
+        # (a message cancelled in flight still holds its lease): counted at the count's pace
+        self._looked_in_vain: set[int] = set()
         # per batch seq: when its summary.json was last written (with or without the CSV)
         self._last_summary: dict[int, float] = {}
         self._wake = threading.Event()
@@ -154,14 +168,24 @@ class Reporter:
                 # Not yet time to rewrite the report; but a batch that is complete is
                 # reported at once, and its summary is kept fresh meanwhile.
                 summary_due = now - self._last_summary.get(seq, -math.inf) >= self._summary_gap(seq)
-                count_due = batch.state == DISPATCHING and self._due(self._last_checked, seq, now)
-                if not (summary_due or count_due):
+                # Only a batch whose file is read whole can finish. Its look is paced
+                # by the look's own cost, not by a count's: a summary's count of a
+                # million rows (0.4-0.9 s) silenced it for 9-18 s, and a batch whose
+                # last receipt had come waited that long to be complete.
+                look_due = (batch.state == DISPATCHING and batch.intake_done
+                            and self._due(self._last_checked, seq, now))
+                if not (summary_due or look_due):
                     continue
-                if not summary_due and not self._may_be_finished(batch):
-                    continue  # a message is still open: a count would only say so
+                if not summary_due:
+                    if not self._may_be_finished(batch):
+                        continue  # a message is still open: a count would only say so
+                    if seq in self._looked_in_vain and not self._due(self._last_counted, seq, now):
+                        continue
                 counts = self._count(seq)
                 if next_state(batch, counts) is None:
-                    if summary_due:
+                    if not summary_due:
+                        self._looked_in_vain.add(seq)
+                    else:
                         self.writer.write_summary(batch, counts)
                         self._last_summary[seq] = time.monotonic()
                     continue
@@ -184,7 +208,11 @@ class Reporter:
                 self.usage.touch(batch.product)
             batch = self.ledger.get_batch_by_seq(batch.seq)
             version += 1  # complete_batch bumped it; these files show it
-        offloaded = self.offload_rows is not None and counts.rows >= self.offload_rows
+        # A big file still being read goes to the helper too: its rows so far may be
+        # few when counted, but the rewrite renders every row stored by then (a
+        # million-row file, 1 s into its intake: 1.9 s of rendering in this process).
+        offloaded = self.offload_rows is not None and (
+            counts.rows >= self.offload_rows or (not batch.intake_done and (batch.size_bytes or 0) >= OFFLOAD_BYTES))
         if offloaded:
             self.process.write(batch, counts)
         else:
@@ -202,13 +230,14 @@ class Reporter:
         if batch.state == COMPLETE:
             self._last_counted.pop(batch.seq, None)
             self._last_checked.pop(batch.seq, None)
+            self._looked_in_vain.discard(batch.seq)
             self._last_summary.pop(batch.seq, None)
 
     def _count(self, seq: int) -> Counts:
         started = time.monotonic()
         counts = Counts.tally(self.ledger.status_counts(seq))
         done = time.monotonic()
-        self._last_counted[seq] = self._last_checked[seq] = (done, done - started)
+        self._last_counted[seq] = (done, done - started)
         return counts
 
     def _may_be_finished(self, batch: Batch) -> bool:

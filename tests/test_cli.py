@@ -109,7 +109,8 @@ def test_process_runs_one_file_to_its_final_report_and_batch_commands_show_it(ro
     assert summary["state"] == "complete" and summary["counts"]["delivered"] == summary["counts"]["rows"] > 0
     reports = root / "homes/shop/reports"
     assert (reports / f"hello.csv.{summary['batch']}.report.csv").exists()
-    assert json.loads((reports / f"hello.csv.{summary['batch']}.summary.json").read_text())["state"] == "complete"
+    # what process prints is what the sender finds in summary.json
+    assert json.loads((reports / f"hello.csv.{summary['batch']}.summary.json").read_text()) == summary
     assert (SAMPLES / "hello.csv").exists()  # the operator's original stays where it was
     assert gc.get_threshold()[0] == YOUNG_COLLECTION_EVERY  # a long-running command: the gateway's collector pace
 

@@ -19,11 +19,10 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-from . import __version__, cli_senders, cli_ssh, cli_status
+from . import __version__, cli_process, cli_senders, cli_ssh, cli_status
 from .config import SETTINGS_FILE, Settings, default_toml, load_settings, root_path
 from .errors import FtpbatchError, NotFound, PathError, ProductError, UsageError
 from .heap import collect_less_often
@@ -34,8 +33,6 @@ from .storage import LocalStorage
 
 if TYPE_CHECKING:
     from .ledger import Ledger
-    from .models import Batch
-    from .service import Gateway
 
 log = logging.getLogger("ftpbatch")
 
@@ -439,65 +436,12 @@ def cmd_product(args: argparse.Namespace) -> int:
 
 # --- process ----------------------------------------------------------------
 def cmd_process(args: argparse.Namespace) -> int:
-    import os
-
-    from .report.files import Counts, summary_document
-    from .report.progress import Progress
-    from .service import Gateway
-
     if not args.file.is_file():
         raise UsageError(f"{args.file} is not a readable file")
     settings = _settings(args, dispatch={"connector": args.connector})
     if args.log_json:
         _configure_logging(json_lines=True)
-    collect_less_often()
-    gateway = Gateway(settings, ftp=False, watch_inboxes=False, node_id=f"{settings.node_id}-process-{os.getpid()}")
-    if gateway.ledger.get_product(args.product) is None:
-        gateway.ledger.close()
-        raise NotFound(f"no product named {args.product!r}; create it with '{args.prog} product add'")
-    gateway.start()
-    try:
-        batch = gateway.submit_file(args.file, args.product)
-        progress = Progress(sys.stderr)
-        while True:
-            finished = gateway.wait_finished(batch.id, timeout=0.2)
-            if finished.state in ("complete", "rejected") and gateway.ledger.report_is_current(finished.seq):
-                break
-            if args.timeout is not None and progress.elapsed > args.timeout:
-                break
-            if progress.wants_counts():
-                started = time.monotonic()
-                progress.show(Counts.tally(gateway.ledger.status_counts(finished.seq)))
-                progress.counted(time.monotonic() - started)
-        # The final summary.json says it already: counting a million rows again took a second.
-        document = _final_summary(gateway, finished)
-        if document is None:  # timed out, or the file went missing
-            counts = Counts.tally(gateway.ledger.status_counts(finished.seq))
-            document = summary_document(finished, counts)
-        else:
-            counts = Counts(**document["counts"], parts=document["parts"])
-        progress.show(counts)
-        progress.done()
-    finally:
-        gateway.stop()
-    print(json.dumps(document, indent=2))
-    return 0 if finished.state == "complete" else 1
-
-
-def _final_summary(gateway: Gateway, batch: Batch) -> dict[str, Any] | None:
-    """The summary.json the reporter wrote for ``batch`` in its final state, if it is there."""
-    from .report.files import report_names
-
-    if batch.state not in ("complete", "rejected") or not gateway.ledger.report_is_current(batch.seq):
-        return None
-    summary_name, _ = report_names(batch)
-    try:
-        document = json.loads((gateway.storage.reports(batch.product) / summary_name).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(document, dict) or document.get("batch") != batch.id or document.get("state") != batch.state:
-        return None
-    return document
+    return cli_process.run(settings, args.file, args.product, args.timeout, args.prog)
 
 
 # --- batch ------------------------------------------------------------------

@@ -147,3 +147,66 @@ def _now_utc():
     import datetime as dt
 
     return dt.datetime.now(dt.timezone.utc)
+
+
+def _chunked_batch(ledger, tmp_path, n: int):
+    """A batch of ``n`` rows read whole, a writer with 100-row chunks, and a function that rewrites and parses."""
+    import time
+
+    from ftpbatch.report.files import Counts, ReportWriter
+    from ftpbatch.storage import LocalStorage
+
+    from .helpers import parse_report
+    from .ledger_contract import rows
+
+    storage = LocalStorage(tmp_path / "root")
+    storage.prepare()
+    batch = ledger.record_claim("01REPORTSETTLED00000000001", "acme", "s.csv", "/spool/s.csv", "ftp", time.time())
+    ledger.start_processing(batch.seq)
+    ledger.insert_messages(batch.seq, "acme", rows(n))
+    ledger.finish_intake(batch.seq, n, None)
+    writer = ReportWriter(ledger, storage, chunk_rows=100)
+
+    def rewrite() -> dict[str, dict[str, str]]:
+        current = ledger.get_batch_by_seq(batch.seq)
+        _, path = writer.write(current, Counts.tally(ledger.status_counts(batch.seq)))
+        return {r["row"]: r for r in parse_report(path.read_text())}
+
+    return batch, rewrite
+
+
+def test_a_chunk_whose_rows_are_all_final_is_kept_without_being_read_again(ledger, tmp_path):
+    import time
+
+    from ftpbatch import codes
+    from ftpbatch.models import Receipt, SubmitResult
+
+    batch, rewrite = _chunked_batch(ledger, tmp_path, 300)
+    leased = ledger.lease("node", "acme", 300, time.time(), 60)
+    ledger.record_results("sim", [SubmitResult(m.message_id, m.attempt, upstream_id=f"u{m.reference}") for m in leased])
+    ledger.record_receipts([Receipt("sim", f"u{m.reference}", codes.DELIVERED, _now_utc()) for m in leased[:200]])
+    report = rewrite()  # rows 1-200 final (chunks 1 and 101 settled), 201-300 await receipts
+    assert report["50"]["status"] == "004" and report["250"]["status"] == "003"
+    # Behind the ledger's back (no writer does this to a final row): a settled chunk
+    # is not read again, so what it showed stays; an open chunk that changed is read.
+    ledger.db.connection().execute(
+        "UPDATE messages SET error_text = 'changed behind', updated_at = updated_at + 1 "
+        "WHERE batch_seq = ? AND row_no IN (50, 250)", (batch.seq,))
+    report = rewrite()
+    assert report["250"]["error_text"] == "changed behind"
+    assert report["50"]["error_text"] == ""
+
+
+def test_a_chunk_with_a_message_cancelled_in_flight_is_not_settled_and_shows_its_late_answer(ledger, tmp_path):
+    import time
+
+    from ftpbatch.models import SubmitResult
+
+    batch, rewrite = _chunked_batch(ledger, tmp_path, 300)
+    in_flight = ledger.lease("node", "acme", 10, time.time(), 60)  # rows 1-10
+    ledger.cancel_pending(batch.seq)  # rows 1-10 keep their lease as 006; the rest is cancelled
+    report = rewrite()
+    assert report["1"]["status"] == "006" and report["150"]["status"] == "006"
+    ledger.record_results("sim", [SubmitResult(in_flight[0].message_id, in_flight[0].attempt, upstream_id="late")])
+    report = rewrite()
+    assert report["1"]["status"] == "003"  # the answer stands, and the chunk was read again to show it

@@ -35,6 +35,10 @@ _TABLE_COLUMNS = (
 )
 
 
+# The stamp prefix of a report chunk none of whose rows can change any more (report_chunks).
+_SETTLED = "settled"
+
+
 def _table_schema() -> pa.Schema:
     return pa.schema([(name, getattr(pa, kind)()) for name, kind in _TABLE_COLUMNS])
 
@@ -142,17 +146,37 @@ class ReportStore:
         """
         schema = _table_schema()
         last_row = last_row_stored(self.db.connection(), batch_seq)
+        settled = f"{_SETTLED}/{chunk_rows}:"
         low = 0
         while low < last_row:
             high = low + chunk_rows
+            if known.get(low, "").startswith(settled):
+                # Every row of the chunk was stored and final when it was kept: nothing it
+                # shows can change any more, so not even its stamp is read again (a stamp
+                # reads every row of the chunk: for a million rows, the cost of a count
+                # on every rewrite, and the last rewrite's most part).
+                yield low, known[low], None
+                low = high
+                continue
             with self.db.snapshot() as conn:  # rows and untaken block messages as of one moment
-                stamp = self._chunk_stamp(conn, batch_seq, low, high)
+                stamp = self._chunk_stamp(conn, batch_seq, low, high, whole=high < last_row)
+                if stamp.startswith(_SETTLED):
+                    stamp = f"{settled}{stamp.partition(':')[2]}"
                 table = None if known.get(low) == stamp else self._chunk_table(conn, batch_seq, low, high, schema)
             yield low, stamp, table
             low = high
 
     @staticmethod
-    def _chunk_stamp(conn: Connection, batch_seq: int, low: int, high: int) -> str:
+    def _chunk_stamp(conn: Connection, batch_seq: int, low: int, high: int, *, whole: bool = False) -> str:
+        """What the chunk's rows show, summed up; prefixed ``settled:`` when none of it can change again.
+
+        Settled: ``whole`` (a later row is stored, so the file's rows up to
+        ``high`` all are), no message of it still in a block, and every one
+        final: not queued, scheduled or awaiting its receipt, and not
+        cancelled while in flight (a 006 holding its lease takes its answer).
+        Every writer of messages changes only such open rows (answers.py,
+        leases.py, messages.py), and notes are written with their rows.
+        """
         # Every change of a row a report shows sets its updated_at (to the microsecond,
         # never twice the same across two transactions), but a float sum of a hundred
         # thousand epoch times has no microseconds left: each one is summed as whole
@@ -160,12 +184,14 @@ class ReportStore:
         # possible-duplicate flags (a lease sets those without updated_at) add to it.
         rows = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(CAST(updated_at * 1000000 AS BIGINT) % 1000000007), 0), "
-            "COALESCE(SUM(CAST(status AS BIGINT)), 0), COALESCE(SUM(possible_duplicate), 0) FROM messages "
+            "COALESCE(SUM(CAST(status AS BIGINT)), 0), COALESCE(SUM(possible_duplicate), 0), "
+            "COALESCE(SUM(CASE WHEN status IN ('002', '003', '011') OR (status = '006' AND lease_until IS NOT NULL) "
+            "THEN 1 ELSE 0 END), 0) FROM messages "
             "WHERE batch_seq = ? AND row_no > ? AND row_no <= ?",
             (batch_seq, low, high),
         ).fetchone()
         blocks = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(taken), 0) FROM message_blocks "
+            "SELECT COUNT(*), COALESCE(SUM(taken), 0), COALESCE(SUM(size - taken), 0) FROM message_blocks "
             "WHERE batch_seq = ? AND first_row <= ? AND last_row > ?",
             (batch_seq, high, low),
         ).fetchone()
@@ -173,7 +199,9 @@ class ReportStore:
             "SELECT COUNT(*) FROM message_notes WHERE batch_seq = ? AND row_no > ? AND row_no <= ?",
             (batch_seq, low, high),
         ).fetchone()
-        return f"{rows[0]}:{rows[1]}:{rows[2]}:{rows[3]}:{blocks[0]}:{blocks[1]}:{notes}"
+        stamp = f"{rows[0]}:{rows[1]}:{rows[2]}:{rows[3]}:{blocks[0]}:{blocks[1]}:{notes}"
+        settled = whole and rows[4] == 0 and blocks[2] == 0
+        return f"{_SETTLED}:{stamp}" if settled else stamp
 
     def _chunk_table(self, conn: Connection, batch_seq: int, low: int, high: int, schema: pa.Schema) -> pa.Table:
         names = [name for name, _ in _TABLE_COLUMNS]

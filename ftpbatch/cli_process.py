@@ -66,15 +66,8 @@ def run(settings: Settings, file: Path, product: str, timeout: float | None, pro
 
 def final_summary(gateway: Gateway, batch: Batch) -> dict[str, Any] | None:
     """The summary.json the reporter wrote for ``batch`` in its final state, if it is there."""
-    from .report.files import report_names
+    from .report.files import read_summary
 
     if batch.state not in ("complete", "rejected") or not gateway.ledger.report_is_current(batch.seq):
         return None
-    summary_name, _ = report_names(batch)
-    try:
-        document = json.loads((gateway.storage.reports(batch.product) / summary_name).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(document, dict) or document.get("batch") != batch.id or document.get("state") != batch.state:
-        return None
-    return document
+    return read_summary(gateway.storage, batch)

@@ -89,12 +89,7 @@ def test_summary_shows_progress_every_few_seconds_and_usage_follows_completion(t
 
 
 def test_a_batch_is_dispatching_from_its_first_queued_message_and_completes_only_when_read_whole(tmp_path: Path):
-    root = tmp_path / "root"
-    ledger = Ledger(root / "ftpbatch.db")
-    storage = LocalStorage(root)
-    storage.prepare()
-    ledger.add_product(Product("acme", "x", dial_prefix="44"))
-    storage.ensure_home("acme")
+    ledger, storage = _ledger_with_acme(tmp_path, dial_prefix="44")
     reporter = Reporter(ledger, storage, offload_rows=None)
     states: list[tuple[str, int]] = []
 
@@ -187,18 +182,9 @@ def test_a_batch_whose_messages_are_still_open_is_not_counted_and_its_completion
     """While a batch moves, the reporter asks the ledger whether anything is still open (a look at small
     indexes) instead of counting every row of the batch each `interval`; the last receipt completes it
     within a round, however long its report.csv waits for its next rewrite."""
-    from ftpbatch.models import Receipt, SubmitResult
-    from tests.ledger_contract import new_batch
+    from ftpbatch.models import Receipt
 
-    root = tmp_path / "root"
-    ledger = Ledger(root / "ftpbatch.db")
-    storage = LocalStorage(root)
-    storage.prepare()
-    ledger.add_product(Product("acme", "x"))
-    storage.ensure_home("acme")
-    seq = new_batch(ledger, 40)
-    leased = ledger.lease("node", "acme", 40, time.time(), 60)
-    ledger.record_results("sim", [SubmitResult(m.message_id, m.attempt, upstream_id=f"u{m.reference}") for m in leased])
+    ledger, storage, seq, leased = _answered_batch(tmp_path, 40)
     reporter = Reporter(ledger, storage, interval=0.05, offload_rows=None)
     reporter.catch_up()  # the first rewrite
     # As if that rewrite had cost 100 s: the next is 1,000 s away, and only the looks and the
@@ -222,17 +208,23 @@ def test_a_batch_whose_messages_are_still_open_is_not_counted_and_its_completion
     ledger.close()
 
 
-def _reporter_on_answered_batch(tmp_path: Path, rows: int):
-    """A ledger with one dispatching batch of ``rows`` messages, all submitted and awaiting receipts."""
-    from ftpbatch.models import SubmitResult
-    from tests.ledger_contract import new_batch
-
+def _ledger_with_acme(tmp_path: Path, dial_prefix: str | None = None) -> tuple[Ledger, LocalStorage]:
+    """A ledger and data root under ``tmp_path`` with one product, ``acme``, and its home."""
     root = tmp_path / "root"
     ledger = Ledger(root / "ftpbatch.db")
     storage = LocalStorage(root)
     storage.prepare()
-    ledger.add_product(Product("acme", "x"))
+    ledger.add_product(Product("acme", "x", dial_prefix=dial_prefix))
     storage.ensure_home("acme")
+    return ledger, storage
+
+
+def _answered_batch(tmp_path: Path, rows: int):
+    """A ledger with one dispatching batch of ``rows`` messages, all submitted and awaiting receipts."""
+    from ftpbatch.models import SubmitResult
+    from tests.ledger_contract import new_batch
+
+    ledger, storage = _ledger_with_acme(tmp_path)
     seq = new_batch(ledger, rows)
     leased = ledger.lease("node", "acme", rows, time.time(), 60)
     ledger.record_results("sim", [SubmitResult(m.message_id, m.attempt, upstream_id=f"u{m.reference}") for m in leased])
@@ -242,7 +234,7 @@ def _reporter_on_answered_batch(tmp_path: Path, rows: int):
 def test_a_slow_summary_count_does_not_hold_back_the_look_for_completion(tmp_path: Path):
     from ftpbatch.models import Receipt
 
-    ledger, storage, seq, leased = _reporter_on_answered_batch(tmp_path, 20)
+    ledger, storage, seq, leased = _answered_batch(tmp_path, 20)
     reporter = Reporter(ledger, storage, interval=0.05, offload_rows=None)
     reporter.catch_up()  # the first rewrite
     reporter._last_written[seq] = (time.monotonic(), 100.0)  # the next rewrite is far away
@@ -271,12 +263,7 @@ def test_a_big_file_still_being_read_is_rendered_by_the_helper_whatever_its_rows
     from ftpbatch.report.reporter import OFFLOAD_BYTES
     from tests.ledger_contract import claim, rows
 
-    root = tmp_path / "root"
-    ledger = Ledger(root / "ftpbatch.db")
-    storage = LocalStorage(root)
-    storage.prepare()
-    ledger.add_product(Product("acme", "x"))
-    storage.ensure_home("acme")
+    ledger, storage = _ledger_with_acme(tmp_path)
     big, small = claim(ledger, "big.csv"), claim(ledger, "small.csv")
     ledger.set_file_facts(big, "0" * 64, OFFLOAD_BYTES)
     ledger.set_file_facts(small, "1" * 64, OFFLOAD_BYTES - 1)

@@ -303,12 +303,28 @@ class ReportWriter:
 
     def write_summary(self, batch: Batch, counts: Counts) -> Path:
         """Write only the batch's summary.json (small: the progress senders poll for)."""
-        summary_name, _ = report_names(batch)
-        summary_path = self.storage.reports(batch.product) / summary_name
-        with self.storage.atomic_writer(summary_path) as fh:
+        path = summary_path(self.storage, batch)
+        with self.storage.atomic_writer(path) as fh:
             json.dump(summary_document(batch, counts), fh, indent=2)
             fh.write("\n")
-        return summary_path
+        return path
+
+
+def summary_path(storage: LocalStorage, batch: Batch) -> Path:
+    """Where the batch's summary.json is, in its product's reports folder."""
+    summary_name, _ = report_names(batch)
+    return storage.reports(batch.product) / summary_name
+
+
+def read_summary(storage: LocalStorage, batch: Batch) -> dict[str, Any] | None:
+    """The batch's summary.json as written, if it is there and is this batch's in its current state."""
+    try:
+        document = json.loads(summary_path(storage, batch).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("batch") != batch.id or document.get("state") != batch.state:
+        return None
+    return document
 
 
 def _cached_stamps(cache: Path) -> dict[int, str]:

@@ -255,7 +255,7 @@ def test_a_slow_summary_count_does_not_hold_back_the_look_for_completion(tmp_pat
         time.sleep(0.05)
     seen_after = time.monotonic() - settled
     assert ledger.get_batch_by_seq(seq).state == "complete"
-    assert seen_after < 2.5, seen_after  # a look (0.05 s rounds) and one count (0.5 s)
+    assert seen_after < 1.6, seen_after  # a look (0.05 s rounds) and one count (0.5 s); the summary (2 s) is later
     ledger.close()
 
 

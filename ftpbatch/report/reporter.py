@@ -67,10 +67,10 @@ OFFLOAD_BYTES = 4 * 1024 * 1024
 # A changing batch's summary.json is rewritten at least this often (seconds),
 # however long its report.csv waits: senders poll it for progress.
 SUMMARY_EVERY = 1.0
-# ... unless counting the batch takes more than this share of that time (a
-# million rows take 0.4-0.9 s to count: at a quarter, counting alone was 4 of
-# the 30 CPU seconds of a million-row `process`).
-_SUMMARY_SHARE = 0.1
+# ... unless counting the batch takes more than this share of that time. (A
+# tenth saved ~2 of a million-row `process`'s 30 CPU seconds, but a 100,000-row
+# batch counted in 0.56 s on a loaded machine then showed no progress for 5.6 s.)
+_SUMMARY_SHARE = 0.25
 
 
 class Reporter:

@@ -417,6 +417,46 @@ class LedgerContract:
         ledger.cancel_pending(later)
         assert ledger.may_be_finished(later, "acme")
 
+    def test_counts_stay_true_while_a_big_batch_settles_in_stages(self, ledger: LedgerProtocol) -> None:
+        """status_counts keeps the tallies of a batch's first rows once none can change (ledger/tallies.py).
+
+        Each step would show a wrong count if rows still in blocks, awaiting
+        their receipt, or cancelled in flight (a 006 holding its lease) were
+        kept as settled.
+        """
+        from ftpbatch.ledger.tallies import COUNT_CHUNK_ROWS
+
+        n = 2 * COUNT_CHUNK_ROWS + 500
+        seq = new_batch(ledger, n)
+        assert statuses(ledger, seq) == {codes.QUEUED: n}  # all in blocks
+        first = ledger.lease("node", "acme", COUNT_CHUNK_ROWS + 100, time.time(), 60)
+        submit_all(ledger, first)
+        assert statuses(ledger, seq) == {codes.SUBMITTED: len(first), codes.QUEUED: n - len(first)}
+        ledger.record_receipts([Receipt("sim", f"u{m.reference}", codes.DELIVERED, NOW) for m in first])
+        assert statuses(ledger, seq) == {codes.DELIVERED: len(first), codes.QUEUED: n - len(first)}
+        second = ledger.lease("node", "acme", COUNT_CHUNK_ROWS, time.time(), 60)
+        assert statuses(ledger, seq) == {codes.DELIVERED: len(first), codes.QUEUED: n - len(first)}
+        ledger.cancel_pending(seq)  # the second lease's messages are in flight: pending until answered
+        left = n - len(first) - len(second)
+        assert statuses(ledger, seq) == {codes.DELIVERED: len(first), codes.QUEUED: len(second), codes.CANCELLED: left}
+        submit_all(ledger, second)
+        assert statuses(ledger, seq) == {codes.DELIVERED: len(first), codes.SUBMITTED: len(second), codes.CANCELLED: left}
+        (sent_delivered,) = [t for t in ledger.status_counts(seq) if t.status == codes.DELIVERED]
+        assert (sent_delivered.sent, sent_delivered.parts) == (True, len(first))
+
+    def test_counts_of_a_batch_still_being_read_take_in_its_later_rows(self, ledger: LedgerProtocol) -> None:
+        """Rows rejected at intake are final at once; rows the intake has not stored yet are not settled."""
+        from ftpbatch.ledger.tallies import COUNT_CHUNK_ROWS
+
+        seq = claim(ledger)
+        ledger.start_processing(seq)
+        half = COUNT_CHUNK_ROWS + 100
+        ledger.insert_messages(seq, "acme", rows(half, status=codes.ERROR))
+        assert statuses(ledger, seq) == {codes.ERROR: half}
+        ledger.insert_messages(seq, "acme", rows(2 * COUNT_CHUNK_ROWS, status=codes.ERROR, start=half + 1))
+        ledger.finish_intake(seq, half + 2 * COUNT_CHUNK_ROWS, None)
+        assert statuses(ledger, seq) == {codes.ERROR: half + 2 * COUNT_CHUNK_ROWS}
+
     # --- callback outbox -----------------------------------------------------
     def test_status_changes_reach_the_outbox_and_are_claimed_once(self, ledger: LedgerProtocol) -> None:
         ledger.update_product("acme", callback_url="http://127.0.0.1:9/cb", callback_level=3)

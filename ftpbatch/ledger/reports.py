@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 from ..lazy import lazy_module
@@ -19,6 +18,7 @@ from .blockqueue import BlockQueue
 from .db import Connection, Database
 from .messages import last_row_stored
 from .records import StatusTally
+from .tallies import OPEN_ROW, StatusCounter
 from .sql import read_frame
 
 _REPORT_COLUMNS = (
@@ -47,31 +47,11 @@ class ReportStore:
     def __init__(self, db: Database, blocks: BlockQueue) -> None:
         self.db = db
         self.blocks = blocks
+        self.counter = StatusCounter(db)
 
     def status_counts(self, batch_seq: int) -> list[StatusTally]:
         """How many messages of a batch are in each status (split by whether they were ever sent)."""
-        # one snapshot: a lease moving messages from a block into rows must not count them twice
-        with self.db.snapshot() as conn:
-            # a message cancelled while in flight is pending until its answer comes or its lease ends
-            rows = conn.execute(
-                "SELECT CASE WHEN status = '006' AND lease_until >= ? THEN '002' ELSE status END AS shown, "
-                "attempt > 0, COUNT(*), COALESCE(SUM(parts), 0), COALESCE(SUM(receipt_timed_out), 0), "
-                "COALESCE(SUM(possible_duplicate), 0) FROM messages WHERE batch_seq = ? GROUP BY shown, attempt > 0",
-                (time.time(), batch_seq),
-            ).fetchall()
-            waiting, waiting_parts = conn.execute(
-                "SELECT COALESCE(SUM(size - taken), 0), COALESCE(SUM(parts_left), 0) FROM message_blocks "
-                "WHERE batch_seq = ? AND taken < size",
-                (batch_seq,),
-            ).fetchone()
-        tallies = {(r[0], bool(r[1])): StatusTally(r[0], bool(r[1]), r[2], r[3], r[4], r[5]) for r in rows}
-        if waiting:
-            known = tallies.get((codes.QUEUED, False), StatusTally(codes.QUEUED, False, 0, 0, 0, 0))
-            tallies[(codes.QUEUED, False)] = StatusTally(
-                codes.QUEUED, False, known.messages + waiting, known.parts + waiting_parts, known.receipt_timeouts,
-                known.possible_duplicates,
-            )
-        return list(tallies.values())
+        return self.counter.status_counts(batch_seq)
 
     def may_be_finished(self, batch_seq: int, product: str) -> bool:
         """False when some message of the batch certainly still waits for its outcome.
@@ -185,8 +165,7 @@ class ReportStore:
         rows = conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(CAST(updated_at * 1000000 AS BIGINT) % 1000000007), 0), "
             "COALESCE(SUM(CAST(status AS BIGINT)), 0), COALESCE(SUM(possible_duplicate), 0), "
-            "COALESCE(SUM(CASE WHEN status IN ('002', '003', '011') OR (status = '006' AND lease_until IS NOT NULL) "
-            "THEN 1 ELSE 0 END), 0) FROM messages "
+            f"COALESCE(SUM(CASE WHEN {OPEN_ROW} THEN 1 ELSE 0 END), 0) FROM messages "
             "WHERE batch_seq = ? AND row_no > ? AND row_no <= ?",
             (batch_seq, low, high),
         ).fetchone()

@@ -9,7 +9,8 @@ import datetime as dt
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
 
 from .errors import ProductError
 
@@ -186,6 +187,64 @@ class SubmitResult:
     error_code: str | None = None  # a §6 code: "005", "009", "105", ...
     error_text: str | None = None
     retry: bool = False
+
+
+class AcceptedRun(Sequence[SubmitResult]):
+    """The answers to one submit call of consecutive messages, all accepted: the results, in bulk.
+
+    Messages ``first_id`` .. ``first_id + size - 1`` (consecutive ledger
+    ids, as one lease makes them), all leased at ``attempt``; the upstream
+    id of message ``first_id + k`` is ``upstream_prefix`` followed by
+    ``upstream_first + k``. It is a sequence of the same SubmitResults one
+    by one, so whoever reads answers one by one reads these too; the ledger
+    applies it with one ranged statement instead of joining a result per
+    message (the simulated SMSC answers this way).
+    """
+
+    __slots__ = ("first_id", "size", "attempt", "upstream_prefix", "upstream_first")
+
+    def __init__(self, first_id: int, size: int, attempt: int, upstream_prefix: str, upstream_first: int) -> None:
+        if size < 1:
+            raise ValueError("a run of answers holds at least one message")
+        self.first_id = first_id
+        self.size = size
+        self.attempt = attempt
+        self.upstream_prefix = upstream_prefix
+        self.upstream_first = upstream_first
+
+    @property
+    def last_id(self) -> int:
+        return self.first_id + self.size - 1
+
+    def upstream_ids(self) -> list[str]:
+        prefix = self.upstream_prefix
+        return [f"{prefix}{n}" for n in range(self.upstream_first, self.upstream_first + self.size)]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[SubmitResult]:  # not through __getitem__, index by index
+        prefix, attempt, delta = self.upstream_prefix, self.attempt, self.upstream_first - self.first_id
+        return (SubmitResult(i, attempt, f"{prefix}{i + delta}") for i in range(self.first_id, self.last_id + 1))
+
+    @overload
+    def __getitem__(self, index: int) -> SubmitResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[SubmitResult]: ...
+
+    def __getitem__(self, index: int | slice) -> SubmitResult | list[SubmitResult]:
+        if isinstance(index, slice):
+            return [self[k] for k in range(*index.indices(self.size))]
+        if index < 0:
+            index += self.size
+        if not 0 <= index < self.size:
+            raise IndexError("run index out of range")
+        return SubmitResult(self.first_id + index, self.attempt, f"{self.upstream_prefix}{self.upstream_first + index}")
+
+    def __repr__(self) -> str:
+        return (f"AcceptedRun(first_id={self.first_id}, size={self.size}, attempt={self.attempt}, "
+                f"upstream_prefix={self.upstream_prefix!r}, upstream_first={self.upstream_first})")
 
 
 @dataclass(slots=True)

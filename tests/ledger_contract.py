@@ -26,7 +26,7 @@ from ftpbatch.errors import InvalidSetting, LedgerError, NotFound, ProductError
 from ftpbatch.ledger.protocol import LedgerProtocol
 from ftpbatch.ledger.records import CallbackOutcome
 from ftpbatch.models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, MoMessage, Product, QueryOutcome
-from ftpbatch.models import OutboundMessage, Receipt, SubmitResult
+from ftpbatch.models import AcceptedRun, OutboundMessage, Receipt, SubmitResult
 
 NOW = dt.datetime.now(dt.timezone.utc)
 #: open_ledger(receipt_timeout=3600.0) -> the backend's ledger
@@ -377,6 +377,30 @@ class LedgerContract:
         assert frame.loc[0, "status"] == "007"
         assert frame.loc[0, "error_text"] == "absent subscriber"
 
+    def test_a_run_of_answers_is_applied_as_its_answers_one_by_one(self, ledger: LedgerProtocol) -> None:
+        """models.AcceptedRun: the ledger's ranged statement makes what the same results one by one make."""
+        seq = new_batch(ledger, 8)
+        leased = ledger.lease("node", "acme", 7, time.time(), 60)
+        first, attempt = leased[0].message_id, leased[0].attempt
+        assert [m.message_id for m in leased] == list(range(first, first + 7))  # one lease: consecutive ids
+        ledger.record_results("sim", AcceptedRun(first, 5, attempt + 1, "run-", 100))  # a stale attempt
+        assert statuses(ledger, seq) == {codes.QUEUED: 8}
+        # the receipt of the run's third message overtakes the run: parked, then applied with it
+        assert ledger.record_receipts([Receipt("sim", "run-102", codes.UNDELIVERABLE, NOW, "absent")]) == 1
+        ledger.cancel_pending(seq)  # the seven in flight keep their answers; the eighth is cancelled
+        ledger.mark_reported(seq, ledger.unreported_batches()[0][1])
+        ledger.record_answers("sim", (), (), [AcceptedRun(first, 5, attempt, "run-", 100)])
+        assert [s for s, _ in ledger.unreported_batches()] == [seq]  # its report follows
+        assert statuses(ledger, seq) == {codes.SUBMITTED: 4, codes.UNDELIVERABLE: 1, codes.QUEUED: 2, codes.CANCELLED: 1}
+        # each message got its own upstream id, and only the run's messages did
+        assert ledger.record_receipts([Receipt("sim", f"run-{n}", codes.DELIVERED, NOW) for n in range(100, 106)]) == 1
+        assert statuses(ledger, seq) == {codes.DELIVERED: 4, codes.UNDELIVERABLE: 1, codes.QUEUED: 2, codes.CANCELLED: 1}
+        frame = next(ledger.report_frames(seq))
+        upstream = [u if isinstance(u, str) else None for u in frame["upstream_id"]]
+        assert upstream[:6] == ["run-100", "run-101", "run-102", "run-103", "run-104", None]
+        assert pd.isna(frame["error_text"].iloc[0])  # cancelled in flight, sent after all: no cancel text
+        assert frame["error_text"].iloc[2] == "absent"
+
     def test_retry_answer_returns_message_to_queue_without_duplicate_flag(self, ledger: LedgerProtocol) -> None:
         seq = new_batch(ledger, 1)
         (message,) = ledger.lease("node", "acme", 1, time.time(), 60)
@@ -485,6 +509,14 @@ class LedgerContract:
         assert ledger.purge_callbacks(now + 120) == 3
         assert ledger.callback_states() == {}
         assert statuses(ledger, seq) == {"004": 1, "003": 1}
+
+    def test_a_run_of_answers_reaches_the_outbox(self, ledger: LedgerProtocol) -> None:
+        ledger.update_product("acme", callback_url="http://127.0.0.1:9/cb", callback_level=3)
+        new_batch(ledger, 3)
+        leased = ledger.lease("node", "acme", 2, time.time(), 60)
+        ledger.record_results("sim", AcceptedRun(leased[0].message_id, 2, leased[0].attempt, "run-", 1))
+        jobs = ledger.claim_callbacks("node", 10, time.time(), 30)
+        assert sorted((j.fields["cliMsgId"], j.fields["status"]) for j in jobs) == [("c1", "003"), ("c2", "003")]
 
     def test_callback_leases_expire_and_stale_outcomes_are_ignored(self, ledger: LedgerProtocol) -> None:
         ledger.update_product("acme", callback_url="http://127.0.0.1:9/cb", callback_level=2)

@@ -35,6 +35,7 @@ Ack = Callable[[], None]
 
 
 class ConnectorEvents(Protocol):
+    # ``results`` may be a models.AcceptedRun: a run of accepted answers, read as its results one by one
     def submitted(self, results: Sequence[SubmitResult]) -> None: ...
 
     def receipts(self, receipts: Sequence[Receipt], ack: Ack | None = None) -> None: ...

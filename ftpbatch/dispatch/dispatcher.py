@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence, cast
 
 from ..ledger.protocol import DispatchLedger
 from ..lifecycle import all_alive
-from ..models import MoMessage, Product, QueryOutcome, Receipt, SubmitResult
+from ..models import AcceptedRun, MoMessage, Product, QueryOutcome, Receipt, SubmitResult
 from ..throttle import TokenBucket
 from .connector import Ack, Connector
 
@@ -113,7 +113,8 @@ class Dispatcher:
 
     # --- ConnectorEvents -----------------------------------------------
     def submitted(self, results: Sequence[SubmitResult]) -> None:
-        self._events.put(("results", list(results)))
+        # a run of answers stays one (models.AcceptedRun): the ledger applies it in bulk
+        self._events.put(("results", results if isinstance(results, AcceptedRun) else list(results)))
 
     def receipts(self, receipts: Sequence[Receipt], ack: Ack | None = None) -> None:
         self._events.put(("receipts", (list(receipts), ack)))
@@ -281,13 +282,17 @@ class Dispatcher:
 
     def _write(self, batch: list[tuple[str, object]]) -> None:
         results: list[SubmitResult] = []
+        runs: list[AcceptedRun] = []
         receipts: list[Receipt] = []
         mo: list[MoMessage] = []
         outcomes: list[QueryOutcome] = []
         acks: list[Ack] = []
         for kind, payload in batch:
             if kind == "results":
-                results.extend(cast("list[SubmitResult]", payload))
+                if isinstance(payload, AcceptedRun):
+                    runs.append(payload)
+                else:
+                    results.extend(cast("list[SubmitResult]", payload))
             elif kind in ("receipts", "mo"):
                 items, ack = cast("tuple[list[Any], Ack | None]", payload)
                 (receipts if kind == "receipts" else mo).extend(items)
@@ -298,9 +303,9 @@ class Dispatcher:
         # a final query answer is a receipt the SMSC did not send (or we lost)
         receipts += [Receipt(o.account, o.upstream_id, o.status, _now_utc(), None if o.status == "004" else o.detail)
                      for o in outcomes if o.status is not None]
-        recorded = len(results)
-        stored_mo = self._retrying("record %d result(s) and %d receipt(s)" % (len(results), len(receipts)),
-                                   lambda: self._record(results, receipts, mo, outcomes))
+        recorded = len(results) + sum(len(run) for run in runs)
+        stored_mo = self._retrying("record %d result(s) and %d receipt(s)" % (recorded, len(receipts)),
+                                   lambda: self._record(results, runs, receipts, mo, outcomes))
         # Only now, with everything committed, may the SMSC forget what it sent us.
         for ack in acks:
             try:
@@ -315,10 +320,10 @@ class Dispatcher:
             self._refill()
         self.on_change()
 
-    def _record(self, results: list[SubmitResult], receipts: list[Receipt], mo: list[MoMessage],
-                outcomes: list[QueryOutcome]) -> list[MoMessage]:
+    def _record(self, results: list[SubmitResult], runs: list[AcceptedRun], receipts: list[Receipt],
+                mo: list[MoMessage], outcomes: list[QueryOutcome]) -> list[MoMessage]:
         # one transaction, answers first: a receipt in the same gather finds its message
-        parked = self.ledger.record_answers(self.connector.account, results, receipts)
+        parked = self.ledger.record_answers(self.connector.account, results, receipts, runs)
         if parked:
             self.unmatched_receipts += parked
             log.info("%d receipt(s) arrived before their submit answer; parked in the ledger", parked)

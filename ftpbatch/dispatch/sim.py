@@ -18,11 +18,18 @@ from urllib.parse import parse_qs, urlsplit
 
 from .. import codes
 from ..errors import ConfigError
+from ..models import AcceptedRun
 from .connector import Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
 
 
 #: submit calls of at least this many messages are answered on the simulator's thread
 _ANSWER_ELSEWHERE = 1000
+
+
+def _one_run(messages: Sequence[OutboundMessage]) -> bool:
+    """Consecutive message ids, all at one attempt: what one lease from a block hands over."""
+    first, attempt = messages[0].message_id, messages[0].attempt
+    return all(m.message_id == first + k and m.attempt == attempt for k, m in enumerate(messages))
 
 
 class SimConnector(Connector):
@@ -124,9 +131,13 @@ class SimConnector(Connector):
         with self._cond:  # answered on two threads (see submit): the ids of a call are one block
             first = self._next_id
             self._next_id += len(messages)
-        prefix = self._id_prefix
-        upstream_ids = [f"{prefix}-{n}" for n in range(first, first + len(messages))]
-        results = [SubmitResult(m.message_id, m.attempt, u) for m, u in zip(messages, upstream_ids)]
+        prefix = f"{self._id_prefix}-"
+        upstream_ids = [f"{prefix}{n}" for n in range(first, first + len(messages))]
+        results: Sequence[SubmitResult]
+        if _one_run(messages):  # one lease's window: answered as one run, applied in bulk (models.AcceptedRun)
+            results = AcceptedRun(messages[0].message_id, len(messages), messages[0].attempt, prefix, first)
+        else:
+            results = [SubmitResult(m.message_id, m.attempt, u) for m, u in zip(messages, upstream_ids)]
         now = dt.datetime.now(dt.timezone.utc)
         account = self.account
         if self.failure_ratio > 0:

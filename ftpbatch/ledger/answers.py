@@ -12,7 +12,7 @@ import time
 from typing import Sequence
 
 from .. import codes
-from ..models import Receipt, SubmitResult
+from ..models import AcceptedRun, Receipt, SubmitResult
 from .batches import touch_batches, touch_batches_of_messages, touch_batches_where
 from .db import POSTGRESQL, Connection, Database
 from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream
@@ -61,27 +61,35 @@ class AnswerStore:
         """Apply delivery receipts; park those whose message is not known yet. Returns the number parked."""
         return self.record_answers("", (), receipts)
 
-    def record_answers(self, account: str, results: Sequence[SubmitResult], receipts: Sequence[Receipt]) -> int:
-        """Submit answers (from ``account``), then receipts, in one transaction; returns the receipts parked.
+    def record_answers(self, account: str, results: Sequence[SubmitResult], receipts: Sequence[Receipt],
+                       runs: Sequence[AcceptedRun] = ()) -> int:
+        """Submit answers (from ``account``: one by one, and ``runs`` in bulk), then receipts, in one
+        transaction; returns the receipts parked.
 
         The answers go first, so a receipt that came with its answer finds its
         message. One transaction for both: the dispatcher's sink writes every
         few milliseconds, and each commit costs.
         """
-        if not results and not receipts:
+        if isinstance(results, AcceptedRun):  # a run handed over as plain results
+            runs = [results, *runs]
+            results = ()
+        if not results and not receipts and not runs:
             return 0
         now = time.time()
         parked: list[tuple[str, str]] = []
         with self.db.transaction() as tx:
             if results:
                 self._apply_results(tx, account, results, now)
+            if runs:
+                self._apply_runs(tx, account, runs, now)
             if receipts:
                 parked = self._apply_receipts(tx, receipts, now)
         if self.db.dialect == POSTGRESQL and not self.db.connection().in_transaction:
-            self._settle_crossed(account, results, parked)
+            self._settle_crossed(account, results, runs, parked)
         return len(parked)
 
-    def _settle_crossed(self, account: str, results: Sequence[SubmitResult], parked: list[tuple[str, str]]) -> None:
+    def _settle_crossed(self, account: str, results: Sequence[SubmitResult], runs: Sequence[AcceptedRun],
+                        parked: list[tuple[str, str]]) -> None:
         """Apply receipts parked by one node for messages another node was recording at the same moment.
 
         With several nodes (PostgreSQL, read committed), node B may park a
@@ -96,8 +104,8 @@ class AnswerStore:
         for acct, upstream_id in parked:
             wanted.setdefault(acct, []).append(upstream_id)
         answered = [r.upstream_id for r in results if r.upstream_id and not r.retry]
-        if answered and self._any_parked(account):
-            wanted.setdefault(account, []).extend(answered)
+        if (answered or runs) and self._any_parked(account):
+            wanted.setdefault(account, []).extend(answered + [u for run in runs for u in run.upstream_ids()])
         if not wanted:
             return
         now = time.time()
@@ -157,6 +165,31 @@ class AnswerStore:
         if ok:
             if self._any_parked(account, tx):  # mostly none: skip the look-up by thousands of ids
                 self._apply_parked(tx, account, [str(row[0]) for row in ok], now)
+
+    def _apply_runs(self, tx: Connection, account: str, runs: Sequence[AcceptedRun], now: float) -> None:
+        """Runs of accepted answers: one ranged UPDATE each, the statement making the upstream ids.
+
+        The same change as :meth:`_apply_results` makes for an accepted
+        answer, under the same conditions (the attempt leased, the message
+        still open), without a row of bound values per message to join: a
+        million-message run of the simulated SMSC, 7 -> 4.5 us a message.
+        """
+        due = now + float(self.receipt_timeout)
+        for run in runs:
+            tx.execute(
+                "UPDATE messages SET status = '003', account = ?, "
+                "upstream_id = CAST(? AS TEXT) || CAST(id + CAST(? AS BIGINT) AS TEXT), submitted_at = ?, "
+                "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ?, "
+                "error_text = CASE WHEN messages.status = '006' THEN NULL ELSE messages.error_text END "
+                f"WHERE id BETWEEN ? AND ? AND attempt = ? AND {_OPEN}",
+                (account, run.upstream_prefix, run.upstream_first - run.first_id, now, now, due,
+                 run.first_id, run.last_id, run.attempt),
+            )
+            ids = range(run.first_id, run.last_id + 1)
+            queue_callbacks_for_messages(tx, ids, now)
+            touch_batches_of_messages(tx, ids, now)
+        if self._any_parked(account, tx):  # mostly none: the upstream ids are not even spelled out
+            self._apply_parked(tx, account, [u for run in runs for u in run.upstream_ids()], now)
 
     def _apply_receipts(self, tx: Connection, receipts: Sequence[Receipt], now: float) -> list[tuple[str, str]]:
         """Apply receipts; returns the (account, upstream id) of those parked."""

@@ -30,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..dispatch.connector import Ack, Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
 from ..ledger import Ledger
-from ..models import MoMessage, QueryOutcome, QueryRequest
+from ..models import AcceptedRun, MoMessage, QueryOutcome, QueryRequest
 from .health import GatewayView
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -267,6 +267,9 @@ class MeteredConnector(Connector):
 
     def _submitted(self, results: Sequence[SubmitResult]) -> None:
         now = time.monotonic()
+        if isinstance(results, AcceptedRun):
+            self._submitted_run(results, now)
+            return
         accepted = failed = retried = 0
         latencies: list[float] = []
         with self._lock:
@@ -287,6 +290,16 @@ class MeteredConnector(Connector):
         for result, n in (("accepted", accepted), ("failed", failed), ("retry", retried)):
             if n:
                 self.metrics.submits.labels(result).inc(n)
+
+    def _submitted_run(self, run: AcceptedRun, now: float) -> None:
+        """As :meth:`_submitted`, for answers in bulk: not one SubmitResult made per message to read."""
+        with self._lock:
+            handed = [self._handed.pop(i, None) for i in range(run.first_id, run.last_id + 1)]
+            self._answered.update(dict.fromkeys(run.upstream_ids(), now))
+            while len(self._answered) > self._REMEMBER:
+                self._answered.popitem(last=False)
+        self.metrics.submit_latency.observe_many([now - at for at in handed if at is not None])
+        self.metrics.submits.labels("accepted").inc(len(run))
 
     def _receipts(self, receipts: Sequence[Receipt]) -> None:
         now = time.monotonic()

@@ -258,6 +258,72 @@ class Receipt:
     error_text: str | None = None
 
 
+class ReceiptRun(Sequence[Receipt]):
+    """Delivery receipts in bulk: one for each upstream id ``upstream_prefix`` + n, n from ``upstream_first``
+    on, ``size`` of them, all with one status (and error text), as one receipt each.
+
+    Every n has as many digits (the simulated SMSC counts from 10**11), so
+    the run's ids are the account's ids of their length from the first to
+    the last, in the upstream-id index's order: the ledger applies the run
+    as one range of that index, not a look-up per receipt. It is meant for
+    ids of one producer's own prefix (the simulator's, time and random):
+    nothing else of the account may sort among them.
+    """
+
+    __slots__ = ("account", "upstream_prefix", "upstream_first", "size", "status", "at", "error_text")
+
+    def __init__(self, account: str, upstream_prefix: str, upstream_first: int, size: int, status: str,
+                 at: dt.datetime, error_text: str | None = None) -> None:
+        if size < 1 or upstream_first < 0 or len(str(upstream_first)) != len(str(upstream_first + size - 1)):
+            raise ValueError("a run of receipts holds at least one id, all numbered with as many digits")
+        self.account = account
+        self.upstream_prefix = upstream_prefix
+        self.upstream_first = upstream_first
+        self.size = size
+        self.status = status
+        self.at = at
+        self.error_text = error_text
+
+    @property
+    def first_upstream_id(self) -> str:
+        return f"{self.upstream_prefix}{self.upstream_first}"
+
+    @property
+    def last_upstream_id(self) -> str:
+        return f"{self.upstream_prefix}{self.upstream_first + self.size - 1}"
+
+    def upstream_ids(self) -> list[str]:
+        prefix = self.upstream_prefix
+        return [f"{prefix}{n}" for n in range(self.upstream_first, self.upstream_first + self.size)]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[Receipt]:
+        account, status, at, error_text = self.account, self.status, self.at, self.error_text
+        return (Receipt(account, u, status, at, error_text) for u in self.upstream_ids())
+
+    @overload
+    def __getitem__(self, index: int) -> Receipt: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Receipt]: ...
+
+    def __getitem__(self, index: int | slice) -> Receipt | list[Receipt]:
+        if isinstance(index, slice):
+            return [self[k] for k in range(*index.indices(self.size))]
+        if index < 0:
+            index += self.size
+        if not 0 <= index < self.size:
+            raise IndexError("run index out of range")
+        return Receipt(self.account, f"{self.upstream_prefix}{self.upstream_first + index}", self.status, self.at,
+                       self.error_text)
+
+    def __repr__(self) -> str:
+        return (f"ReceiptRun(account={self.account!r}, upstream_prefix={self.upstream_prefix!r}, "
+                f"upstream_first={self.upstream_first}, size={self.size}, status={self.status!r})")
+
+
 @dataclass(frozen=True, slots=True)
 class MoMessage:
     """A mobile-originated message: a deliver_sm that is not a delivery receipt.

@@ -26,7 +26,7 @@ from ftpbatch.errors import InvalidSetting, LedgerError, NotFound, ProductError
 from ftpbatch.ledger.protocol import LedgerProtocol
 from ftpbatch.ledger.records import CallbackOutcome
 from ftpbatch.models import COMPLETE, DISPATCHING, PROCESSING, RECEIVED, REJECTED, MoMessage, Product, QueryOutcome
-from ftpbatch.models import AcceptedRun, OutboundMessage, Receipt, SubmitResult
+from ftpbatch.models import AcceptedRun, OutboundMessage, Receipt, ReceiptRun, SubmitResult
 
 NOW = dt.datetime.now(dt.timezone.utc)
 #: open_ledger(receipt_timeout=3600.0) -> the backend's ledger
@@ -401,6 +401,27 @@ class LedgerContract:
         assert pd.isna(frame["error_text"].iloc[0])  # cancelled in flight, sent after all: no cancel text
         assert frame["error_text"].iloc[2] == "absent"
 
+    def test_a_run_of_receipts_is_applied_as_its_receipts_one_by_one(self, ledger: LedgerProtocol) -> None:
+        """models.ReceiptRun: one range of the upstream-id index does what the same receipts one by one do."""
+        seq = new_batch(ledger, 8)
+        m = ledger.lease("node", "acme", 7, time.time(), 60)
+        base = 10**11
+        ledger.record_results("sim", AcceptedRun(m[0].message_id, 5, m[0].attempt, "r-", base))  # r-100000000000..4
+        # sorts among the run's ids, but is longer: not one of them
+        ledger.record_results("sim", [SubmitResult(m[6].message_id, m[6].attempt, f"r-{base + 1}5")])
+        ledger.record_receipts([Receipt("sim", f"r-{base + 2}", codes.UNDELIVERABLE, NOW, "absent")])  # final first
+        ledger.mark_reported(seq, ledger.unreported_batches()[0][1])
+        # ids +5 (its message m[5] not answered yet) and +6 (no message at all) are parked
+        parked = ledger.record_answers("", (), (), receipt_runs=[ReceiptRun("sim", "r-", base, 7, codes.DELIVERED, NOW)])
+        assert parked == 2 and [s for s, _ in ledger.unreported_batches()] == [seq]
+        assert statuses(ledger, seq) == {codes.DELIVERED: 4, codes.UNDELIVERABLE: 1, codes.SUBMITTED: 1, codes.QUEUED: 2}
+        ledger.record_results("sim", [SubmitResult(m[5].message_id, m[5].attempt, f"r-{base + 5}")])
+        assert statuses(ledger, seq) == {codes.DELIVERED: 5, codes.UNDELIVERABLE: 1, codes.SUBMITTED: 1, codes.QUEUED: 1}
+        frame = next(ledger.report_frames(seq))
+        assert frame["error_text"].iloc[2] == "absent" and frame["status"].tolist()[:7] == ["004"] * 2 + ["007"] + ["004"] * 3 + ["003"]
+        # the same run again changes nothing and parks only what still has no message
+        assert ledger.record_receipts(ReceiptRun("sim", "r-", base, 7, codes.UNDELIVERABLE, NOW)) == 1
+
     def test_retry_answer_returns_message_to_queue_without_duplicate_flag(self, ledger: LedgerProtocol) -> None:
         seq = new_batch(ledger, 1)
         (message,) = ledger.lease("node", "acme", 1, time.time(), 60)
@@ -517,6 +538,15 @@ class LedgerContract:
         ledger.record_results("sim", AcceptedRun(leased[0].message_id, 2, leased[0].attempt, "run-", 1))
         jobs = ledger.claim_callbacks("node", 10, time.time(), 30)
         assert sorted((j.fields["cliMsgId"], j.fields["status"]) for j in jobs) == [("c1", "003"), ("c2", "003")]
+
+    def test_a_run_of_receipts_reaches_the_outbox(self, ledger: LedgerProtocol) -> None:
+        ledger.update_product("acme", callback_url="http://127.0.0.1:9/cb", callback_level=2)  # final statuses only
+        new_batch(ledger, 3)
+        leased = ledger.lease("node", "acme", 2, time.time(), 60)
+        ledger.record_results("sim", AcceptedRun(leased[0].message_id, 2, leased[0].attempt, "r-", 10))
+        ledger.record_receipts(ReceiptRun("sim", "r-", 10, 2, codes.DELIVERED, NOW))
+        jobs = ledger.claim_callbacks("node", 10, time.time(), 30)
+        assert sorted((j.fields["cliMsgId"], j.fields["status"]) for j in jobs) == [("c1", "004"), ("c2", "004")]
 
     def test_callback_leases_expire_and_stale_outcomes_are_ignored(self, ledger: LedgerProtocol) -> None:
         ledger.update_product("acme", callback_url="http://127.0.0.1:9/cb", callback_level=2)

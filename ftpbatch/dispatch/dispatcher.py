@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence, cast
 
 from ..ledger.protocol import DispatchLedger
 from ..lifecycle import all_alive
-from ..models import AcceptedRun, MoMessage, Product, QueryOutcome, Receipt, SubmitResult
+from ..models import AcceptedRun, MoMessage, Product, QueryOutcome, Receipt, ReceiptRun, SubmitResult
 from ..throttle import TokenBucket
 from .connector import Ack, Connector
 
@@ -117,7 +117,7 @@ class Dispatcher:
         self._events.put(("results", results if isinstance(results, AcceptedRun) else list(results)))
 
     def receipts(self, receipts: Sequence[Receipt], ack: Ack | None = None) -> None:
-        self._events.put(("receipts", (list(receipts), ack)))
+        self._events.put(("receipts", (receipts if isinstance(receipts, ReceiptRun) else list(receipts), ack)))
 
     def mo_messages(self, messages: Sequence[MoMessage], ack: Ack | None = None) -> None:
         self._events.put(("mo", (list(messages), ack)))
@@ -284,6 +284,7 @@ class Dispatcher:
         results: list[SubmitResult] = []
         runs: list[AcceptedRun] = []
         receipts: list[Receipt] = []
+        receipt_runs: list[ReceiptRun] = []
         mo: list[MoMessage] = []
         outcomes: list[QueryOutcome] = []
         acks: list[Ack] = []
@@ -295,7 +296,10 @@ class Dispatcher:
                     results.extend(cast("list[SubmitResult]", payload))
             elif kind in ("receipts", "mo"):
                 items, ack = cast("tuple[list[Any], Ack | None]", payload)
-                (receipts if kind == "receipts" else mo).extend(items)
+                if isinstance(items, ReceiptRun):
+                    receipt_runs.append(items)
+                else:
+                    (receipts if kind == "receipts" else mo).extend(items)
                 if ack is not None:
                     acks.append(ack)
             elif kind == "queries":
@@ -304,8 +308,9 @@ class Dispatcher:
         receipts += [Receipt(o.account, o.upstream_id, o.status, _now_utc(), None if o.status == "004" else o.detail)
                      for o in outcomes if o.status is not None]
         recorded = len(results) + sum(len(run) for run in runs)
-        stored_mo = self._retrying("record %d result(s) and %d receipt(s)" % (recorded, len(receipts)),
-                                   lambda: self._record(results, runs, receipts, mo, outcomes))
+        received = len(receipts) + sum(len(run) for run in receipt_runs)
+        stored_mo = self._retrying("record %d result(s) and %d receipt(s)" % (recorded, received),
+                                   lambda: self._record(results, runs, receipts, receipt_runs, mo, outcomes))
         # Only now, with everything committed, may the SMSC forget what it sent us.
         for ack in acks:
             try:
@@ -321,9 +326,9 @@ class Dispatcher:
         self.on_change()
 
     def _record(self, results: list[SubmitResult], runs: list[AcceptedRun], receipts: list[Receipt],
-                mo: list[MoMessage], outcomes: list[QueryOutcome]) -> list[MoMessage]:
+                receipt_runs: list[ReceiptRun], mo: list[MoMessage], outcomes: list[QueryOutcome]) -> list[MoMessage]:
         # one transaction, answers first: a receipt in the same gather finds its message
-        parked = self.ledger.record_answers(self.connector.account, results, receipts, runs)
+        parked = self.ledger.record_answers(self.connector.account, results, receipts, runs, receipt_runs)
         if parked:
             self.unmatched_receipts += parked
             log.info("%d receipt(s) arrived before their submit answer; parked in the ledger", parked)

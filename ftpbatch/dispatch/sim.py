@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .. import codes
 from ..errors import ConfigError
-from ..models import AcceptedRun
+from ..models import AcceptedRun, ReceiptRun
 from .connector import Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
 
 
@@ -52,9 +52,11 @@ class SimConnector(Connector):
         # Upstream ids must never repeat across restarts: the ledger keys
         # receipts by (account, upstream id).
         self._id_prefix = f"{int(time.time()):x}{secrets.token_hex(2)}"
-        self._next_id = 1
+        # Counted from 10**11, so every id has as many digits: a run of them is then a
+        # range of the ledger's upstream-id index (models.ReceiptRun).
+        self._next_id = 10**11
         self._events: ConnectorEvents | None = None
-        self._pending: list[tuple[float, int, list[Receipt]]] = []
+        self._pending: list[tuple[float, int, Sequence[Receipt]]] = []
         # submit calls not answered yet: (receipts due at, messages)
         self._submitted: list[tuple[float, Sequence[OutboundMessage]]] = []
         self._cond = threading.Condition()
@@ -132,23 +134,26 @@ class SimConnector(Connector):
             first = self._next_id
             self._next_id += len(messages)
         prefix = f"{self._id_prefix}-"
-        upstream_ids = [f"{prefix}{n}" for n in range(first, first + len(messages))]
+        size = len(messages)
         results: Sequence[SubmitResult]
         if _one_run(messages):  # one lease's window: answered as one run, applied in bulk (models.AcceptedRun)
-            results = AcceptedRun(messages[0].message_id, len(messages), messages[0].attempt, prefix, first)
+            results = AcceptedRun(messages[0].message_id, size, messages[0].attempt, prefix, first)
         else:
-            results = [SubmitResult(m.message_id, m.attempt, u) for m, u in zip(messages, upstream_ids)]
+            results = [SubmitResult(m.message_id, m.attempt, f"{prefix}{n}") for n, m in enumerate(messages, first)]
         now = dt.datetime.now(dt.timezone.utc)
         account = self.account
+        receipts: Sequence[Receipt]
         if self.failure_ratio > 0:
-            draws = [self._random.random() < self.failure_ratio for _ in upstream_ids]
+            draws = [self._random.random() < self.failure_ratio for _ in range(size)]
             receipts = [
-                Receipt(account, u, codes.UNDELIVERABLE, now, "simulated failure") if failed
-                else Receipt(account, u, codes.DELIVERED, now)
-                for u, failed in zip(upstream_ids, draws)
+                Receipt(account, f"{prefix}{n}", codes.UNDELIVERABLE, now, "simulated failure") if failed
+                else Receipt(account, f"{prefix}{n}", codes.DELIVERED, now)
+                for n, failed in enumerate(draws, first)
             ]
+        elif len(str(first)) == len(str(first + size - 1)):  # all delivered: one run (models.ReceiptRun)
+            receipts = ReceiptRun(account, prefix, first, size, codes.DELIVERED, now)
         else:
-            receipts = [Receipt(account, u, codes.DELIVERED, now) for u in upstream_ids]
+            receipts = [Receipt(account, f"{prefix}{n}", codes.DELIVERED, now) for n in range(first, first + size)]
         self._events.submitted(results)
         with self._cond:
             heapq.heappush(self._pending, (due, first, receipts))
@@ -172,8 +177,13 @@ class SimConnector(Connector):
                 self._answer(due, messages)
             with self._cond:
                 now = time.monotonic()
-                batch: list[Receipt] = []
+                ripe: list[Sequence[Receipt]] = []
                 while self._pending and self._pending[0][0] <= now:
-                    batch += heapq.heappop(self._pending)[2]
-            if batch and self._events is not None:
-                self._events.receipts(batch)
+                    ripe.append(heapq.heappop(self._pending)[2])
+            if ripe and self._events is not None:
+                for run in ripe:
+                    if isinstance(run, ReceiptRun):
+                        self._events.receipts(run)  # whole: the ledger applies it in bulk
+                singles = [r for part in ripe if not isinstance(part, ReceiptRun) for r in part]
+                if singles:
+                    self._events.receipts(singles)

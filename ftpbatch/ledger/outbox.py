@@ -73,6 +73,18 @@ def queue_callbacks_for_upstream(tx: Connection, account: str, upstream_ids: Seq
         )
 
 
+def queue_callbacks_for_upstream_range(tx: Connection, account: str, first: str, last: str, now: float) -> None:
+    """As :func:`queue_callbacks_for_upstream`, for the account's upstream ids from ``first`` to ``last`` of
+    their length (a models.ReceiptRun's)."""
+    if not _any_callback_url(tx):
+        return
+    tx.execute(
+        _INSERT_SELECT.format(where="m.account = ? AND m.upstream_id BETWEEN ? AND ? AND length(m.upstream_id) = ? "
+                                    "AND m.updated_at = ?"),
+        (now, now, account, first, last, len(first), now),
+    )
+
+
 def queue_callbacks_for_batch(
     tx: Connection, batch_seq: int, now: float, rows: tuple[int, int] | None = None
 ) -> None:

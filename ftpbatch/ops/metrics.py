@@ -30,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..dispatch.connector import Ack, Connector, ConnectorEvents, OutboundMessage, Receipt, SubmitResult
 from ..ledger import Ledger
-from ..models import AcceptedRun, MoMessage, QueryOutcome, QueryRequest
+from ..models import AcceptedRun, MoMessage, QueryOutcome, QueryRequest, ReceiptRun
 from .health import GatewayView
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -305,6 +305,12 @@ class MeteredConnector(Connector):
         now = time.monotonic()
         by_status: dict[str, int] = {}
         latencies: list[float] = []
+        if isinstance(receipts, ReceiptRun):  # in bulk: not one Receipt made per message to read
+            by_status[receipts.status] = len(receipts)
+            with self._lock:
+                answered_at = [self._answered.pop(u, None) for u in receipts.upstream_ids()]
+            latencies = [now - at for at in answered_at if at is not None]
+            receipts = ()
         with self._lock:
             for r in receipts:
                 by_status[r.status] = by_status.get(r.status, 0) + 1

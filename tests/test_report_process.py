@@ -95,3 +95,31 @@ def test_a_report_process_that_cannot_start_leaves_the_report_to_the_reporter(ga
         broken.close()
     assert len(parse_report(csv_path.read_text())) == 10 and summary_path.exists()
     assert "writing it here" in caplog.text
+
+
+def test_a_completed_big_batch_s_usage_is_counted_while_the_helper_renders_its_last_report(gateway: Gateway, tmp_path: Path):
+    """The month's usage file of a batch just complete is written while the helper writes the last report,
+    not after it (a million rows: ~1 s each)."""
+    import datetime as dt
+    import json
+
+    assert gateway.reporter.usage is not None
+    gateway.reporter.usage.min_interval = 0.0  # due at once (a million-row batch is, minutes after the last)
+    rows = OFFLOAD_ROWS + 500
+    month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")
+    usage_file = gateway.storage.reports("bulk") / f"usage-{month}.csv"
+    seen: list[tuple[str | None, bool]] = []
+    refresh = gateway.reporter._refresh_usage
+
+    def watched() -> None:
+        # the helper writes summary.json after report.csv: while it renders, it does not say complete yet
+        summaries = list(gateway.storage.reports("bulk").glob("*summary*.json"))
+        state = json.loads(summaries[0].read_text()).get("state") if summaries else None
+        refresh()
+        seen.append((state, f",{rows},{rows}," in usage_file.read_text()))
+
+    gateway.reporter._refresh_usage = watched  # type: ignore[method-assign]
+    gateway.start()
+    batch = wait_complete(gateway, send(gateway, tmp_path, rows))
+    # once, while the helper wrote the last report; the usage file counted the batch by then
+    assert seen == [("dispatching", True)] and batch.state == "complete"

@@ -29,7 +29,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from ..models import Batch
 from .files import Counts, ReportWriter
@@ -51,13 +51,16 @@ class ReportProcess:
         self.fallback = fallback
         self._child: subprocess.Popen[bytes] | None = None
 
-    def write(self, batch: Batch, counts: Counts) -> None:
+    def write(self, batch: Batch, counts: Counts, meanwhile: Callable[[], None] | None = None) -> None:
+        """Write the batch's files in the helper; ``meanwhile`` runs here while the helper renders."""
         try:
             child = self._running_child()
             assert child.stdin is not None and child.stdout is not None
             request = pickle.dumps((batch, counts), protocol=pickle.HIGHEST_PROTOCOL)
             child.stdin.write(_LENGTH.pack(len(request)) + request)
             child.stdin.flush()
+            if meanwhile is not None:
+                _run_meanwhile(meanwhile)
             answer = child.stdout.readline().decode("utf-8", "replace").strip()
         except OSError as exc:
             answer = f"error: {exc}"
@@ -97,6 +100,13 @@ class ReportProcess:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def _run_meanwhile(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception:  # the report being written matters more; the work's owner retries it
+        log.exception("work done while the report process wrote failed")
 
 
 def serve(requests: IO[bytes], answers: IO[bytes], writer: ReportWriter) -> None:

@@ -153,6 +153,10 @@ class Reporter:
             self._wake.wait(self.interval)
             self._wake.clear()
 
+    def _refresh_usage(self) -> None:
+        if self.usage is not None and self.usage_lease.held():
+            self.usage.tick()
+
     def catch_up(self, throttle: bool = True) -> int:
         """Rewrite the reports that lag the ledger. Returns how many batches were written."""
         written = 0
@@ -214,7 +218,10 @@ class Reporter:
         offloaded = self.offload_rows is not None and (
             counts.rows >= self.offload_rows or (not batch.intake_done and (batch.size_bytes or 0) >= OFFLOAD_BYTES))
         if offloaded:
-            self.process.write(batch, counts)
+            # A batch just complete has its month's usage file due: it is counted here
+            # while the helper renders (a million rows: ~1 s each, one after the other
+            # before, both after the last receipt).
+            self.process.write(batch, counts, meanwhile=self._refresh_usage if batch.state == COMPLETE else None)
         else:
             self.writer.write(batch, counts)
         self.ledger.mark_reported(batch.seq, version)

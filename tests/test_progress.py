@@ -272,7 +272,7 @@ def test_a_big_file_still_being_read_is_rendered_by_the_helper_whatever_its_rows
         ledger.insert_messages(seq, "acme", rows(10))
     reporter = Reporter(ledger, storage)
     by_helper: list[int] = []
-    reporter.process.write = lambda batch, counts: by_helper.append(batch.seq)  # type: ignore[method-assign]
+    reporter.process.write = lambda batch, counts, *_: by_helper.append(batch.seq) or True  # type: ignore[method-assign]
     reporter.catch_up()
     assert by_helper == [big]  # 10 rows so far, but the file is big and not read whole
     assert len(list(storage.reports("acme").glob("small.csv.*.report.csv"))) == 1  # the small one: written here

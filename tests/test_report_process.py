@@ -123,3 +123,66 @@ def test_a_completed_big_batch_s_usage_is_counted_while_the_helper_renders_its_l
     batch = wait_complete(gateway, send(gateway, tmp_path, rows))
     # once, while the helper wrote the last report; the usage file counted the batch by then
     assert seen == [("dispatching", True)] and batch.state == "complete"
+
+
+def _queued_batch(ledger, rows: int):
+    """A batch of ``rows`` messages read whole and not sent: all still in their blocks."""
+    from .ledger_contract import claim, rows as frame
+
+    seq = claim(ledger, f"q{rows}.csv", "bulk")
+    ledger.start_processing(seq)
+    ledger.insert_messages(seq, "bulk", frame(rows))
+    ledger.finish_intake(seq, rows, None)
+    return ledger.get_batch_by_seq(seq)
+
+
+def test_a_rewrite_given_up_half_way_replaces_nothing_and_keeps_what_it_rendered(gateway: Gateway):
+    """The helper's loop (render_process.serve) in this process: the parent's signal sets ``given_up``."""
+    import io
+    import pickle
+
+    from ftpbatch.report.files import ReportWriter
+    from ftpbatch.report.render_process import _LENGTH, serve
+
+    batch = _queued_batch(gateway.ledger, 12_000)
+    counts = Counts.tally(gateway.ledger.status_counts(batch.seq))
+    writer = ReportWriter(gateway.ledger, gateway.storage, chunk_rows=5_000)
+    given_up = [False]
+    chunks = gateway.ledger.report_chunks
+    rewrites = []
+
+    def signalled_after_the_first_chunk(*args, **kwargs):
+        rewrites.append(1)
+        for chunk in chunks(*args, **kwargs):
+            yield chunk
+            given_up[0] = given_up[0] or len(rewrites) == 1  # the parent's signal, during the first rewrite
+
+    gateway.ledger.report_chunks = signalled_after_the_first_chunk  # type: ignore[method-assign]
+    request = pickle.dumps((batch, counts))
+    answers = io.BytesIO()
+    serve(io.BytesIO((_LENGTH.pack(len(request)) + request) * 2), answers, writer, given_up)
+    # the first request stops after one chunk; the second (the flag cleared as it starts) runs to the end
+    assert answers.getvalue() == b"given up\nok\n"
+    _, csv_path = report_files(gateway, batch)
+    assert len(parse_report(csv_path.read_text())) == 12_000
+    assert sorted(p.name for p in gateway.storage.report_cache(batch.id).glob("*.csv")) == ["0.csv", "10000.csv", "5000.csv"]
+
+
+def test_the_report_process_gives_a_rewrite_up_when_asked(gateway: Gateway, monkeypatch):
+    from ftpbatch.report import render_process
+
+    monkeypatch.setattr(render_process, "_GIVE_UP_LOOK", 0.02)
+    process = gateway.reporter.process
+    small = _queued_batch(gateway.ledger, 10)
+    big = _queued_batch(gateway.ledger, 150_000)  # rendered from its blocks: well over 0.02 s
+    try:
+        assert process.write(small, Counts.tally(gateway.ledger.status_counts(small.seq)))  # started, answered once
+        counts = Counts.tally(gateway.ledger.status_counts(big.seq))
+        assert not process.write(big, counts, give_up_when=lambda: True)
+        _, csv_path = report_files(gateway, big)
+        assert not csv_path.exists()  # given up: nothing replaced
+        child = process._child
+        assert process.write(big, counts, give_up_when=lambda: False) and process._child is child
+        assert len(parse_report(csv_path.read_text())) == 150_000
+    finally:
+        process.close()

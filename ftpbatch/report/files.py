@@ -11,7 +11,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -253,6 +253,10 @@ def report_csv(table: pa.Table) -> bytes:
     return data[int(offsets[0]):int(offsets[-1])].to_pybytes()
 
 
+class RewriteGivenUp(Exception):
+    """A rewrite stopped half way, as its caller asked (ReportWriter.give_up): no file was replaced."""
+
+
 class ReportWriter:
     #: rows per chunk of report.csv kept between rewrites (see :meth:`write`)
     CHUNK_ROWS = 5_000
@@ -261,6 +265,9 @@ class ReportWriter:
         self.ledger = ledger
         self.storage = storage
         self.chunk_rows = chunk_rows
+        #: Asked before each chunk: True stops the rewrite (RewriteGivenUp); the chunks rendered so
+        #: far stay in the cache for the next one. The report process sets it (render_process.py).
+        self.give_up: Callable[[], bool] = lambda: False
 
     def write(self, batch: Batch, counts: Counts) -> tuple[Path, Path]:
         """Write both files of one batch, the CSV first so the summary never runs ahead of it.
@@ -290,6 +297,8 @@ class ReportWriter:
         """The header and every chunk; False if a chunk said to be kept could not be read."""
         fh.write((",".join(REPORT_COLUMNS) + "\n").encode())
         for low, stamp, table in self.ledger.report_chunks(batch_seq, known, self.chunk_rows):
+            if self.give_up():
+                raise RewriteGivenUp(f"rewrite of batch {batch_seq} given up at row {low + 1}")
             part = cache / f"{low}.csv"
             if table is None:
                 if not _copy_kept(part, stamp, fh):

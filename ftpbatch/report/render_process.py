@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
+import signal
 import struct
 import subprocess
 import sys
@@ -32,11 +34,16 @@ from pathlib import Path
 from typing import IO, Callable
 
 from ..models import Batch
-from .files import Counts, ReportWriter
+from .files import Counts, ReportWriter, RewriteGivenUp
 
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
+# the parent's "give the rewrite under way up" (ReportProcess.write), and the helper's answer to it
+_GIVE_UP = signal.SIGUSR1
+_GIVEN_UP = "given up"
+# seconds between two looks at give_up_when while the helper renders
+_GIVE_UP_LOOK = 0.25
 # how the child learns where the ledger is
 _LOCATION_ENV = "FTPBATCH_REPORT_LEDGER"
 
@@ -50,9 +57,18 @@ class ReportProcess:
         self.root = root
         self.fallback = fallback
         self._child: subprocess.Popen[bytes] | None = None
+        self._answered_once = False  # the running child has answered a request (so it handles the signal)
 
-    def write(self, batch: Batch, counts: Counts, meanwhile: Callable[[], None] | None = None) -> None:
-        """Write the batch's files in the helper; ``meanwhile`` runs here while the helper renders."""
+    def write(self, batch: Batch, counts: Counts, meanwhile: Callable[[], None] | None = None,
+              give_up_when: Callable[[], bool] | None = None) -> bool:
+        """Write the batch's files in the helper; False if the helper gave the rewrite up, as asked.
+
+        ``meanwhile`` runs here while the helper renders. ``give_up_when`` is
+        asked every quarter second while it does: once true, the helper
+        stops before its next chunk and replaces no file (a batch whose last
+        receipt came while a long rewrite ran: its last rewrite need not wait
+        for that one to end).
+        """
         try:
             child = self._running_child()
             assert child.stdin is not None and child.stdout is not None
@@ -61,14 +77,24 @@ class ReportProcess:
             child.stdin.flush()
             if meanwhile is not None:
                 _run_meanwhile(meanwhile)
+            # Only a helper that has answered once has its signal handler (before it, the
+            # signal would end it); one request at a time, so nothing is buffered unread.
+            # Asked again at every look: a signal that came before the helper took the
+            # request up is forgotten when it does (serve).
+            if give_up_when is not None and self._answered_once:
+                while not select.select([child.stdout], [], [], _GIVE_UP_LOOK)[0]:
+                    if _asks(give_up_when):
+                        child.send_signal(_GIVE_UP)
             answer = child.stdout.readline().decode("utf-8", "replace").strip()
         except OSError as exc:
             answer = f"error: {exc}"
-        if answer == "ok":
-            return
+        if answer in ("ok", _GIVEN_UP):
+            self._answered_once = True
+            return answer == "ok"
         log.warning("report process failed for batch %s (%s); writing it here", batch.id, answer or "it exited")
         self.close()  # a new one for the next report
         self.fallback.write(batch, counts)
+        return True
 
     def _running_child(self) -> subprocess.Popen[bytes]:
         if self._child is not None and self._child.poll() is not None:
@@ -87,6 +113,7 @@ class ReportProcess:
 
     def close(self) -> None:
         child, self._child = self._child, None
+        self._answered_once = False
         if child is None:
             return
         for pipe in (child.stdin, child.stdout):  # end of requests: the child exits
@@ -102,6 +129,14 @@ class ReportProcess:
             child.wait()
 
 
+def _asks(question: Callable[[], bool]) -> bool:
+    try:
+        return question()
+    except Exception:  # a failed look gives nothing up
+        log.exception("asking whether to give a report rewrite up failed")
+        return False
+
+
 def _run_meanwhile(work: Callable[[], None]) -> None:
     try:
         work()
@@ -109,16 +144,26 @@ def _run_meanwhile(work: Callable[[], None]) -> None:
         log.exception("work done while the report process wrote failed")
 
 
-def serve(requests: IO[bytes], answers: IO[bytes], writer: ReportWriter) -> None:
-    """The helper's loop: one (batch, counts) request in, one line out, until end of input."""
+def serve(requests: IO[bytes], answers: IO[bytes], writer: ReportWriter, given_up: list[bool] | None = None) -> None:
+    """The helper's loop: one (batch, counts) request in, one line out, until end of input.
+
+    ``given_up[0]`` is set by the parent's signal (main): the rewrite under
+    way stops and answers so. It is cleared as each request starts: a
+    signal that came after its rewrite had ended is not for the next one.
+    """
+    asked = given_up if given_up is not None else [False]
+    writer.give_up = lambda: asked[0]
     while header := requests.read(_LENGTH.size):
         if len(header) < _LENGTH.size:
             return
         (size,) = _LENGTH.unpack(header)
         batch, counts = pickle.loads(requests.read(size))  # from our own parent, over a private pipe
+        asked[0] = False
         try:
             writer.write(batch, counts)
             answers.write(b"ok\n")
+        except RewriteGivenUp:
+            answers.write(_GIVEN_UP.encode() + b"\n")
         except Exception as exc:  # the parent writes it itself and logs why
             answers.write(f"error: {type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
         answers.flush()
@@ -130,10 +175,12 @@ def main(argv: list[str]) -> None:
     from ..storage import LocalStorage
 
     collect_less_often()
+    given_up = [False]
+    signal.signal(_GIVE_UP, lambda _signal, _frame: given_up.__setitem__(0, True))
     root = Path(argv[0])
     ledger = Ledger(os.environ[_LOCATION_ENV])
     try:
-        serve(sys.stdin.buffer, sys.stdout.buffer, ReportWriter(ledger, LocalStorage(root)))
+        serve(sys.stdin.buffer, sys.stdout.buffer, ReportWriter(ledger, LocalStorage(root)), given_up)
     finally:
         ledger.close()
 

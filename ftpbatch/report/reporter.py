@@ -28,6 +28,7 @@ import logging
 import math
 import threading
 import time
+from typing import Callable
 
 from .. import logs
 from ..ledger import Ledger
@@ -104,6 +105,8 @@ class Reporter:
         # batches whose look said "maybe finished" and whose count then said not
         # (a message cancelled in flight still holds its lease): counted at the count's pace
         self._looked_in_vain: set[int] = set()
+        # batches whose rewrite in the helper was given up for a "maybe finished" look (see report)
+        self._given_up: set[int] = set()
         # per batch seq: when its summary.json was last written (with or without the CSV)
         self._last_summary: dict[int, float] = {}
         self._wake = threading.Event()
@@ -152,6 +155,16 @@ class Reporter:
                 continue
             self._wake.wait(self.interval)
             self._wake.clear()
+
+    def _give_up_when(self, batch: Batch) -> Callable[[], bool] | None:
+        """While a batch sending its last messages is rewritten in the helper: "its last one settled".
+
+        Once a batch: if the look was wrong (a message cancelled in flight
+        still holds its lease), the rewrites after it run to the end.
+        """
+        if batch.state != DISPATCHING or not batch.intake_done or batch.seq in self._given_up:
+            return None
+        return lambda: self.ledger.may_be_finished(batch.seq, batch.product)
 
     def _refresh_usage(self) -> None:
         if self.usage is not None and self.usage_lease.held():
@@ -221,7 +234,14 @@ class Reporter:
             # A batch just complete has its month's usage file due: it is counted here
             # while the helper renders (a million rows: ~1 s each, one after the other
             # before, both after the last receipt).
-            self.process.write(batch, counts, meanwhile=self._refresh_usage if batch.state == COMPLETE else None)
+            meanwhile = self._refresh_usage if batch.state == COMPLETE else None
+            if not self.process.write(batch, counts, meanwhile, self._give_up_when(batch)):
+                # Its last message may have settled meanwhile: the last rewrite comes at
+                # once, from the chunks rendered so far (a million rows: it waited up to
+                # 7 s for a rewrite of half of them, of which it redid most).
+                self._given_up.add(batch.seq)
+                self._last_written.pop(batch.seq, None)
+                return
         else:
             self.writer.write(batch, counts)
         self.ledger.mark_reported(batch.seq, version)
@@ -238,6 +258,7 @@ class Reporter:
             self._last_counted.pop(batch.seq, None)
             self._last_checked.pop(batch.seq, None)
             self._looked_in_vain.discard(batch.seq)
+            self._given_up.discard(batch.seq)
             self._last_summary.pop(batch.seq, None)
 
     def _count(self, seq: int) -> Counts:

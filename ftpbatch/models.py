@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator, Sequence
-from typing import overload
+from typing import TypeVar, overload
 
 from .errors import ProductError
 
@@ -18,6 +18,7 @@ from .errors import ProductError
 _PRODUCT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Item = TypeVar("_Item")
 
 #: Batch states, in the order a batch goes through them.
 RECEIVED, PROCESSING, DISPATCHING, COMPLETE, REJECTED = (
@@ -189,7 +190,42 @@ class SubmitResult:
     retry: bool = False
 
 
-class AcceptedRun(Sequence[SubmitResult]):
+class _Run(Sequence[_Item]):
+    """``size`` items made from their index (:meth:`_item`), message ``k`` known upstream as
+    ``upstream_prefix`` followed by ``upstream_first + k``: what the runs below share."""
+
+    __slots__ = ()
+    size: int
+    upstream_prefix: str
+    upstream_first: int
+
+    def _item(self, index: int) -> _Item:
+        raise NotImplementedError
+
+    def upstream_ids(self) -> list[str]:
+        prefix = self.upstream_prefix
+        return [f"{prefix}{n}" for n in range(self.upstream_first, self.upstream_first + self.size)]
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> _Item: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[_Item]: ...
+
+    def __getitem__(self, index: int | slice) -> _Item | list[_Item]:
+        if isinstance(index, slice):
+            return [self._item(k) for k in range(*index.indices(self.size))]
+        if index < 0:
+            index += self.size
+        if not 0 <= index < self.size:
+            raise IndexError("run index out of range")
+        return self._item(index)
+
+
+class AcceptedRun(_Run[SubmitResult]):
     """The answers to one submit call of consecutive messages, all accepted: the results, in bulk.
 
     Messages ``first_id`` .. ``first_id + size - 1`` (consecutive ledger
@@ -216,31 +252,12 @@ class AcceptedRun(Sequence[SubmitResult]):
     def last_id(self) -> int:
         return self.first_id + self.size - 1
 
-    def upstream_ids(self) -> list[str]:
-        prefix = self.upstream_prefix
-        return [f"{prefix}{n}" for n in range(self.upstream_first, self.upstream_first + self.size)]
-
-    def __len__(self) -> int:
-        return self.size
+    def _item(self, index: int) -> SubmitResult:
+        return SubmitResult(self.first_id + index, self.attempt, f"{self.upstream_prefix}{self.upstream_first + index}")
 
     def __iter__(self) -> Iterator[SubmitResult]:  # not through __getitem__, index by index
         prefix, attempt, delta = self.upstream_prefix, self.attempt, self.upstream_first - self.first_id
         return (SubmitResult(i, attempt, f"{prefix}{i + delta}") for i in range(self.first_id, self.last_id + 1))
-
-    @overload
-    def __getitem__(self, index: int) -> SubmitResult: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[SubmitResult]: ...
-
-    def __getitem__(self, index: int | slice) -> SubmitResult | list[SubmitResult]:
-        if isinstance(index, slice):
-            return [self[k] for k in range(*index.indices(self.size))]
-        if index < 0:
-            index += self.size
-        if not 0 <= index < self.size:
-            raise IndexError("run index out of range")
-        return SubmitResult(self.first_id + index, self.attempt, f"{self.upstream_prefix}{self.upstream_first + index}")
 
     def __repr__(self) -> str:
         return (f"AcceptedRun(first_id={self.first_id}, size={self.size}, attempt={self.attempt}, "
@@ -258,7 +275,7 @@ class Receipt:
     error_text: str | None = None
 
 
-class ReceiptRun(Sequence[Receipt]):
+class ReceiptRun(_Run[Receipt]):
     """Delivery receipts in bulk: one for each upstream id ``upstream_prefix`` + n, n from ``upstream_first``
     on, ``size`` of them, all with one status (and error text), as one receipt each.
 
@@ -292,32 +309,13 @@ class ReceiptRun(Sequence[Receipt]):
     def last_upstream_id(self) -> str:
         return f"{self.upstream_prefix}{self.upstream_first + self.size - 1}"
 
-    def upstream_ids(self) -> list[str]:
-        prefix = self.upstream_prefix
-        return [f"{prefix}{n}" for n in range(self.upstream_first, self.upstream_first + self.size)]
-
-    def __len__(self) -> int:
-        return self.size
+    def _item(self, index: int) -> Receipt:
+        return Receipt(self.account, f"{self.upstream_prefix}{self.upstream_first + index}", self.status, self.at,
+                       self.error_text)
 
     def __iter__(self) -> Iterator[Receipt]:
         account, status, at, error_text = self.account, self.status, self.at, self.error_text
         return (Receipt(account, u, status, at, error_text) for u in self.upstream_ids())
-
-    @overload
-    def __getitem__(self, index: int) -> Receipt: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Receipt]: ...
-
-    def __getitem__(self, index: int | slice) -> Receipt | list[Receipt]:
-        if isinstance(index, slice):
-            return [self[k] for k in range(*index.indices(self.size))]
-        if index < 0:
-            index += self.size
-        if not 0 <= index < self.size:
-            raise IndexError("run index out of range")
-        return Receipt(self.account, f"{self.upstream_prefix}{self.upstream_first + index}", self.status, self.at,
-                       self.error_text)
 
     def __repr__(self) -> str:
         return (f"ReceiptRun(account={self.account!r}, upstream_prefix={self.upstream_prefix!r}, "

@@ -24,6 +24,10 @@ from .sql import VALUES_CHUNK, chunks, keys_hint, member_of, values_table
 # Said with the messages table's name: the answers UPDATE joins another table.
 _OPEN = ("(messages.status IN ('002', '011') OR "
          "(messages.status = '006' AND messages.lease_until IS NOT NULL))")
+# What an accepted answer sets, bar its upstream id (parameters: account, now, now, receipt due); a
+# message cancelled while in flight and sent after all loses its cancel text.
+_ACCEPTED = ("status = '003', account = ?, submitted_at = ?, updated_at = ?, lease_owner = NULL, lease_until = NULL, "
+             "receipt_due = ?, error_text = CASE WHEN messages.status = '006' THEN NULL ELSE messages.error_text END")
 # What a receipt may still change: a message at 003 waits for it, and one at 002/011 may
 # have its submit answer still coming (the receipt overtook it, or another node is writing it).
 _RECEIPT_MAY_CHANGE = ("002", "003", "011")
@@ -145,9 +149,7 @@ class AnswerStore:
             answers, params = values_table(tx, part, ("text", "bigint", "bigint"))
             hint, keys = keys_hint(tx, "messages.id", [row[1] for row in part], "bigint")
             tx.execute(
-                "UPDATE messages SET status = '003', account = ?, upstream_id = v.column1, submitted_at = ?, "
-                "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ?, "
-                "error_text = CASE WHEN messages.status = '006' THEN NULL ELSE messages.error_text END "
+                f"UPDATE messages SET {_ACCEPTED}, upstream_id = v.column1 "
                 f"FROM {answers} WHERE messages.id = v.column2 AND messages.attempt = v.column3 AND {_OPEN}{hint}",
                 (account, now, now, due, *params, *keys),
             )
@@ -183,12 +185,9 @@ class AnswerStore:
         due = now + float(self.receipt_timeout)
         for run in runs:
             tx.execute(
-                "UPDATE messages SET status = '003', account = ?, "
-                "upstream_id = CAST(? AS TEXT) || CAST(id + CAST(? AS BIGINT) AS TEXT), submitted_at = ?, "
-                "updated_at = ?, lease_owner = NULL, lease_until = NULL, receipt_due = ?, "
-                "error_text = CASE WHEN messages.status = '006' THEN NULL ELSE messages.error_text END "
+                f"UPDATE messages SET {_ACCEPTED}, upstream_id = CAST(? AS TEXT) || CAST(id + CAST(? AS BIGINT) AS TEXT) "
                 f"WHERE id BETWEEN ? AND ? AND attempt = ? AND {_OPEN}",
-                (account, run.upstream_prefix, run.upstream_first - run.first_id, now, now, due,
+                (account, now, now, due, run.upstream_prefix, run.upstream_first - run.first_id,
                  run.first_id, run.last_id, run.attempt),
             )
             ids = range(run.first_id, run.last_id + 1)

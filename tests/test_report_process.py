@@ -178,11 +178,38 @@ def test_the_report_process_gives_a_rewrite_up_when_asked(gateway: Gateway, monk
     try:
         assert process.write(small, Counts.tally(gateway.ledger.status_counts(small.seq)))  # started, answered once
         counts = Counts.tally(gateway.ledger.status_counts(big.seq))
-        assert not process.write(big, counts, give_up_when=lambda: True)
+        assert not process.write(big, counts, while_waiting=lambda: True)
         _, csv_path = report_files(gateway, big)
         assert not csv_path.exists()  # given up: nothing replaced
         child = process._child
-        assert process.write(big, counts, give_up_when=lambda: False) and process._child is child
+        assert process.write(big, counts, while_waiting=lambda: False) and process._child is child
         assert len(parse_report(csv_path.read_text())) == 150_000
     finally:
         process.close()
+
+
+def test_summary_json_stays_fresh_while_the_helper_rewrites(gateway: Gateway):
+    """A helper's rewrite may take seconds (the first, with its start-up, the longest): the reporter keeps
+    the batch's summary.json fresh meanwhile, and has the last word with a fresh count."""
+    from ftpbatch.models import DISPATCHING
+
+    batch = _queued_batch(gateway.ledger, 150_000)
+    assert batch.state == DISPATCHING
+    reporter = gateway.reporter
+    _, csv_path = report_files(gateway, batch)
+    written = reporter.writer.write_summary
+    seen: list[bool] = []
+
+    def recorded(*args):
+        seen.append(csv_path.exists())
+        return written(*args)
+
+    reporter.writer.write_summary = recorded  # type: ignore[method-assign]
+    try:
+        ((seq, version),) = gateway.ledger.unreported_batches()
+        reporter.report(batch, version)
+    finally:
+        reporter.process.close()
+    assert seq == batch.seq
+    # written while the helper rendered (its report.csv not there yet), and once more after it
+    assert seen[0] is False and seen[-1] is True, seen

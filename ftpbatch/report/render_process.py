@@ -42,7 +42,7 @@ _LENGTH = struct.Struct(">I")
 # the parent's "give the rewrite under way up" (ReportProcess.write), and the helper's answer to it
 _GIVE_UP = signal.SIGUSR1
 _GIVEN_UP = "given up"
-# seconds between two looks at give_up_when while the helper renders
+# seconds between two calls of while_waiting while the helper renders
 _GIVE_UP_LOOK = 0.25
 # how the child learns where the ledger is
 _LOCATION_ENV = "FTPBATCH_REPORT_LEDGER"
@@ -60,14 +60,15 @@ class ReportProcess:
         self._answered_once = False  # the running child has answered a request (so it handles the signal)
 
     def write(self, batch: Batch, counts: Counts, meanwhile: Callable[[], None] | None = None,
-              give_up_when: Callable[[], bool] | None = None) -> bool:
+              while_waiting: Callable[[], bool] | None = None) -> bool:
         """Write the batch's files in the helper; False if the helper gave the rewrite up, as asked.
 
-        ``meanwhile`` runs here while the helper renders. ``give_up_when`` is
-        asked every quarter second while it does: once true, the helper
-        stops before its next chunk and replaces no file (a batch whose last
-        receipt came while a long rewrite ran: its last rewrite need not wait
-        for that one to end).
+        ``meanwhile`` runs here once the request is sent. ``while_waiting``
+        is called every quarter second while the helper renders (it may do
+        other work: the reporter keeps the batch's summary.json fresh); once
+        it returns true, the helper stops before its next chunk and replaces
+        no file (a batch whose last receipt came while a long rewrite ran:
+        its last rewrite need not wait for that one to end).
         """
         try:
             child = self._running_child()
@@ -77,13 +78,13 @@ class ReportProcess:
             child.stdin.flush()
             if meanwhile is not None:
                 _run_meanwhile(meanwhile)
-            # Only a helper that has answered once has its signal handler (before it, the
-            # signal would end it); one request at a time, so nothing is buffered unread.
+            # One request at a time, so nothing is buffered unread. Only a helper that has
+            # answered once has its signal handler (before it, the signal would end it).
             # Asked again at every look: a signal that came before the helper took the
             # request up is forgotten when it does (serve).
-            if give_up_when is not None and self._answered_once:
+            if while_waiting is not None:
                 while not select.select([child.stdout], [], [], _GIVE_UP_LOOK)[0]:
-                    if _asks(give_up_when):
+                    if _asks(while_waiting) and self._answered_once:
                         child.send_signal(_GIVE_UP)
             answer = child.stdout.readline().decode("utf-8", "replace").strip()
         except OSError as exc:
@@ -133,7 +134,7 @@ def _asks(question: Callable[[], bool]) -> bool:
     try:
         return question()
     except Exception:  # a failed look gives nothing up
-        log.exception("asking whether to give a report rewrite up failed")
+        log.exception("work done while the report process wrote failed")
         return False
 
 

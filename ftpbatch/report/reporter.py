@@ -156,15 +156,27 @@ class Reporter:
             self._wake.wait(self.interval)
             self._wake.clear()
 
-    def _give_up_when(self, batch: Batch) -> Callable[[], bool] | None:
-        """While a batch sending its last messages is rewritten in the helper: "its last one settled".
+    def _while_rewriting(self, batch: Batch) -> tuple[Callable[[], bool], list[bool]]:
+        """What the reporter does while the helper rewrites ``batch``: (the call, [whether it wrote a summary]).
 
-        Once a batch: if the look was wrong (a message cancelled in flight
-        still holds its lease), the rewrites after it run to the end.
+        It keeps the batch's summary.json fresh at its usual pace (a helper's
+        rewrite may take seconds, the first one, with the helper's start-up,
+        the longest), and says "give it up" once a batch sending its last
+        messages may be finished: once a batch, so a wrong look (a message
+        cancelled in flight still holds its lease) does not repeat.
         """
-        if batch.state != DISPATCHING or not batch.intake_done or batch.seq in self._given_up:
-            return None
-        return lambda: self.ledger.may_be_finished(batch.seq, batch.product)
+        wrote = [False]
+        may_give_up = batch.state == DISPATCHING and batch.intake_done and batch.seq not in self._given_up
+
+        def look() -> bool:
+            if batch.state == DISPATCHING and (
+                    time.monotonic() - self._last_summary.get(batch.seq, -math.inf) >= self._summary_gap(batch.seq)):
+                self.writer.write_summary(batch, self._count(batch.seq))
+                self._last_summary[batch.seq] = time.monotonic()
+                wrote[0] = True
+            return may_give_up and self.ledger.may_be_finished(batch.seq, batch.product)
+
+        return look, wrote
 
     def _refresh_usage(self) -> None:
         if self.usage is not None and self.usage_lease.held():
@@ -235,13 +247,18 @@ class Reporter:
             # while the helper renders (a million rows: ~1 s each, one after the other
             # before, both after the last receipt).
             meanwhile = self._refresh_usage if batch.state == COMPLETE else None
-            if not self.process.write(batch, counts, meanwhile, self._give_up_when(batch)):
+            look, wrote_summary = self._while_rewriting(batch)
+            if not self.process.write(batch, counts, meanwhile, look):
                 # Its last message may have settled meanwhile: the last rewrite comes at
                 # once, from the chunks rendered so far (a million rows: it waited up to
                 # 7 s for a rewrite of half of them, of which it redid most).
                 self._given_up.add(batch.seq)
                 self._last_written.pop(batch.seq, None)
                 return
+            if wrote_summary[0]:
+                # the helper's summary.json has the counts of the request, older than the
+                # one written meanwhile: the last word is a fresh count again
+                self.writer.write_summary(batch, self._count(batch.seq))
         else:
             self.writer.write(batch, counts)
         self.ledger.mark_reported(batch.seq, version)

@@ -195,6 +195,7 @@ class _Run(Sequence[_Item]):
     ``upstream_prefix`` followed by ``upstream_first + k``: what the runs below share."""
 
     __slots__ = ()
+    # the fields every run has (its dataclass defines them)
     size: int
     upstream_prefix: str
     upstream_first: int
@@ -225,6 +226,7 @@ class _Run(Sequence[_Item]):
         return self._item(index)
 
 
+@dataclass(frozen=True, slots=True)
 class AcceptedRun(_Run[SubmitResult]):
     """The answers to one submit call of consecutive messages, all accepted: the results, in bulk.
 
@@ -237,16 +239,15 @@ class AcceptedRun(_Run[SubmitResult]):
     message (the simulated SMSC answers this way).
     """
 
-    __slots__ = ("first_id", "size", "attempt", "upstream_prefix", "upstream_first")
+    first_id: int
+    size: int
+    attempt: int
+    upstream_prefix: str
+    upstream_first: int
 
-    def __init__(self, first_id: int, size: int, attempt: int, upstream_prefix: str, upstream_first: int) -> None:
-        if size < 1:
+    def __post_init__(self) -> None:
+        if self.size < 1:
             raise ValueError("a run of answers holds at least one message")
-        self.first_id = first_id
-        self.size = size
-        self.attempt = attempt
-        self.upstream_prefix = upstream_prefix
-        self.upstream_first = upstream_first
 
     @property
     def last_id(self) -> int:
@@ -259,9 +260,6 @@ class AcceptedRun(_Run[SubmitResult]):
         prefix, attempt, delta = self.upstream_prefix, self.attempt, self.upstream_first - self.first_id
         return (SubmitResult(i, attempt, f"{prefix}{i + delta}") for i in range(self.first_id, self.last_id + 1))
 
-    def __repr__(self) -> str:
-        return (f"AcceptedRun(first_id={self.first_id}, size={self.size}, attempt={self.attempt}, "
-                f"upstream_prefix={self.upstream_prefix!r}, upstream_first={self.upstream_first})")
 
 
 @dataclass(slots=True)
@@ -275,6 +273,7 @@ class Receipt:
     error_text: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
 class ReceiptRun(_Run[Receipt]):
     """Delivery receipts in bulk: one for each upstream id ``upstream_prefix`` + n, n from ``upstream_first``
     on, ``size`` of them, all with one status (and error text), as one receipt each.
@@ -287,19 +286,18 @@ class ReceiptRun(_Run[Receipt]):
     nothing else of the account may sort among them.
     """
 
-    __slots__ = ("account", "upstream_prefix", "upstream_first", "size", "status", "at", "error_text")
+    account: str
+    upstream_prefix: str
+    upstream_first: int
+    size: int
+    status: str
+    at: dt.datetime
+    error_text: str | None = None
 
-    def __init__(self, account: str, upstream_prefix: str, upstream_first: int, size: int, status: str,
-                 at: dt.datetime, error_text: str | None = None) -> None:
-        if size < 1 or upstream_first < 0 or len(str(upstream_first)) != len(str(upstream_first + size - 1)):
+    def __post_init__(self) -> None:
+        first, last = self.upstream_first, self.upstream_first + self.size - 1
+        if self.size < 1 or first < 0 or len(str(first)) != len(str(last)):
             raise ValueError("a run of receipts holds at least one id, all numbered with as many digits")
-        self.account = account
-        self.upstream_prefix = upstream_prefix
-        self.upstream_first = upstream_first
-        self.size = size
-        self.status = status
-        self.at = at
-        self.error_text = error_text
 
     @property
     def first_upstream_id(self) -> str:
@@ -317,9 +315,6 @@ class ReceiptRun(_Run[Receipt]):
         account, status, at, error_text = self.account, self.status, self.at, self.error_text
         return (Receipt(account, u, status, at, error_text) for u in self.upstream_ids())
 
-    def __repr__(self) -> str:
-        return (f"ReceiptRun(account={self.account!r}, upstream_prefix={self.upstream_prefix!r}, "
-                f"upstream_first={self.upstream_first}, size={self.size}, status={self.status!r})")
 
 
 @dataclass(frozen=True, slots=True)

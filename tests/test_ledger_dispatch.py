@@ -7,6 +7,7 @@ ledger contract, tests/ledger_contract.py, for every backend.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 
 import pandas as pd
@@ -76,6 +77,47 @@ def test_product_tps_limits_the_send_rate(ledger: Ledger):
     first = connector.handed[0]
     assert connector.handed[-1] - first >= 0.9
     assert sum(1 for t in connector.handed if t - first < 0.5) <= 50 + 25 + 5
+
+
+def _unstarted(ledger: Ledger, window: int) -> Dispatcher:
+    """A dispatcher whose threads are not running, its connector started: a lease round can be called
+    directly, and the answers wait in the sink's queue."""
+    connector = SimConnector(receipt_delay=60.0, window=window)
+    dispatcher = Dispatcher(ledger, connector, "node")
+    connector.start(dispatcher)
+    return dispatcher
+
+
+def test_a_lease_round_ends_once_the_throughput_limit_is_spent(ledger: Ledger):
+    """The tokens that trickle in while a round goes on are not leased one turn after another.
+
+    They were: a round at 5,000 msg/s ran until the room (two windows, two
+    seconds at that rate) was full, and the sink, which refills after each
+    write, held every answer and receipt meanwhile (the counts of a batch
+    sent at 5,000 msg/s moved every 2-4 s instead of every second).
+    """
+    ledger.update_product("acme", tps=1000.0)
+    new_batch(ledger, 3000)
+    dispatcher = _unstarted(ledger, window=5000)
+    looks = itertools.count()
+    # each look at the bucket is 2 ms after the one before: two more tokens every time
+    dispatcher._product_buckets["acme"] = TokenBucket(1000.0, clock=lambda: next(looks) * 0.002)
+    try:
+        assert dispatcher._feed_once(time.time()) == 1000  # the second's burst, and no more
+        assert dispatcher.in_flight == 1000
+    finally:
+        dispatcher.connector.stop()
+
+
+def test_a_lease_round_fills_the_room_a_window_at_a_time_when_nothing_limits_it(ledger: Ledger):
+    new_batch(ledger, 1000)
+    dispatcher = _unstarted(ledger, window=100)
+    try:
+        # two windows: one on the wire, one handed over (max_in_flight)
+        assert dispatcher._feed_once(time.time()) == 200 == dispatcher.max_in_flight
+        assert dispatcher.in_flight == 200
+    finally:
+        dispatcher.connector.stop()
 
 
 def test_token_bucket_rate():

@@ -90,10 +90,11 @@ def test_a_report_process_that_cannot_start_leaves_the_report_to_the_reporter(ga
     not_a_ledger.mkdir()  # SQLite cannot open it: the helper exits at start-up
     broken = ReportProcess(not_a_ledger, gateway.storage.root, gateway.reporter.writer)
     try:
-        broken.write(batch, Counts.tally(gateway.ledger.status_counts(batch.seq)))
+        assert broken.write_csv(batch)
     finally:
         broken.close()
-    assert len(parse_report(csv_path.read_text())) == 10 and summary_path.exists()
+    assert len(parse_report(csv_path.read_text())) == 10
+    assert not summary_path.exists()  # summary.json is the reporter's, helper or not
     assert "writing it here" in caplog.text
 
 
@@ -145,7 +146,6 @@ def test_a_rewrite_given_up_half_way_replaces_nothing_and_keeps_what_it_rendered
     from ftpbatch.report.render_process import _LENGTH, serve
 
     batch = _queued_batch(gateway.ledger, 12_000)
-    counts = Counts.tally(gateway.ledger.status_counts(batch.seq))
     writer = ReportWriter(gateway.ledger, gateway.storage, chunk_rows=5_000)
     given_up = [False]
     chunks = gateway.ledger.report_chunks
@@ -158,7 +158,7 @@ def test_a_rewrite_given_up_half_way_replaces_nothing_and_keeps_what_it_rendered
             given_up[0] = given_up[0] or len(rewrites) == 1  # the parent's signal, during the first rewrite
 
     gateway.ledger.report_chunks = signalled_after_the_first_chunk  # type: ignore[method-assign]
-    request = pickle.dumps((batch, counts))
+    request = pickle.dumps(batch)
     answers = io.BytesIO()
     serve(io.BytesIO((_LENGTH.pack(len(request)) + request) * 2), answers, writer, given_up)
     # the first request stops after one chunk; the second (the flag cleared as it starts) runs to the end
@@ -176,14 +176,14 @@ def test_the_report_process_gives_a_rewrite_up_when_asked(gateway: Gateway, monk
     small = _queued_batch(gateway.ledger, 10)
     big = _queued_batch(gateway.ledger, 150_000)  # rendered from its blocks: well over 0.02 s
     try:
-        assert process.write(small, Counts.tally(gateway.ledger.status_counts(small.seq)))  # started, answered once
-        counts = Counts.tally(gateway.ledger.status_counts(big.seq))
-        assert not process.write(big, counts, while_waiting=lambda: True)
-        _, csv_path = report_files(gateway, big)
+        assert process.write_csv(small)  # started, answered once
+        assert not process.write_csv(big, while_waiting=lambda: True)
+        summary_path, csv_path = report_files(gateway, big)
         assert not csv_path.exists()  # given up: nothing replaced
         child = process._child
-        assert process.write(big, counts, while_waiting=lambda: False) and process._child is child
+        assert process.write_csv(big, while_waiting=lambda: False) and process._child is child
         assert len(parse_report(csv_path.read_text())) == 150_000
+        assert not summary_path.exists()  # the helper writes report.csv only
     finally:
         process.close()
 

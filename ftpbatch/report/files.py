@@ -270,7 +270,12 @@ class ReportWriter:
         self.give_up: Callable[[], bool] = lambda: False
 
     def write(self, batch: Batch, counts: Counts) -> tuple[Path, Path]:
-        """Write both files of one batch, the CSV first so the summary never runs ahead of it.
+        """Write both files of one batch, the CSV first so the summary is never behind it."""
+        csv_path = self.write_csv(batch)
+        return self.write_summary(batch, counts), csv_path
+
+    def write_csv(self, batch: Batch) -> Path:
+        """Write the batch's report.csv as the ledger has it now.
 
         report.csv is put together from chunks of rows (ledger ``report_chunks``):
         a chunk that has not changed since the last rewrite is copied from what
@@ -279,9 +284,8 @@ class ReportWriter:
         its first line, so a stamp never describes another rendering. Once the
         batch is finished, its cache is dropped.
         """
-        summary_name, csv_name = report_names(batch)
-        folder = self.storage.reports(batch.product)
-        csv_path = folder / csv_name
+        _, csv_name = report_names(batch)
+        csv_path = self.storage.reports(batch.product) / csv_name
         cache = self.storage.report_cache(batch.id)
         with self.storage.atomic_writer(csv_path, "wb") as fh:
             if not self._write_chunks(fh, batch.seq, cache, _cached_stamps(cache)):
@@ -291,7 +295,7 @@ class ReportWriter:
                 self._write_chunks(fh, batch.seq, cache, {})
         if batch.state in (COMPLETE, REJECTED):
             self.storage.drop_report_cache(batch.id)
-        return self.write_summary(batch, counts), csv_path
+        return csv_path
 
     def _write_chunks(self, fh: IO[bytes], batch_seq: int, cache: Path, known: dict[int, str]) -> bool:
         """The header and every chunk; False if a chunk said to be kept could not be read."""

@@ -7,15 +7,18 @@ the SMPP connector, which need the GIL for every command and every answer:
 measured with ``bench/dispatch.py``, rewriting the report of a 20,000-message
 batch while it was being sent cost dispatch 7 % of its rate. A helper process
 renders big batches instead; it opens the same ledger file (SQLite WAL lets
-it read while the gateway writes) and writes the same files with the same
-code, so the result is byte for byte what the reporter thread would write.
+it read while the gateway writes) and writes report.csv with the same code,
+so the result is byte for byte what the reporter thread would write. The
+small summary.json stays the reporter's: it keeps it fresh while the helper
+renders, and a summary written by the helper, from the counts the request
+was made with, would put the counts a sender sees back by seconds.
 
 The helper is a plain ``python -m ftpbatch.report.render_process DB ROOT``
 child, started on the first big report: not multiprocessing, whose "spawn"
 re-imports the caller's main script (any program embedding the gateway would
 need a ``__main__`` guard) and whose "fork" copies a process full of threads
-and held locks. Requests go over its stdin as length-prefixed pickles of
-(batch, counts), both ftpbatch's own dataclasses; it answers one line each.
+and held locks. Requests go over its stdin as length-prefixed pickles of a
+batch (ftpbatch's own dataclass); it answers one line each.
 If it cannot be started or dies, the report is written in the calling
 thread, as before: a report is never skipped.
 """
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from ..models import Batch
-from .files import Counts, ReportWriter, RewriteGivenUp
+from .files import ReportWriter, RewriteGivenUp
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ _LOCATION_ENV = "FTPBATCH_REPORT_LEDGER"
 
 
 class ReportProcess:
-    """Writes a batch's report files in the helper process; the caller waits without the GIL."""
+    """Writes a batch's report.csv in the helper process; the caller waits without the GIL."""
 
     def __init__(self, ledger_location: str | Path, root: Path, fallback: ReportWriter) -> None:
         #: the ledger's file or URL (handed to the child in its environment: a URL may hold a password)
@@ -59,9 +62,9 @@ class ReportProcess:
         self._child: subprocess.Popen[bytes] | None = None
         self._answered_once = False  # the running child has answered a request (so it handles the signal)
 
-    def write(self, batch: Batch, counts: Counts, meanwhile: Callable[[], None] | None = None,
-              while_waiting: Callable[[], bool] | None = None) -> bool:
-        """Write the batch's files in the helper; False if the helper gave the rewrite up, as asked.
+    def write_csv(self, batch: Batch, meanwhile: Callable[[], None] | None = None,
+                  while_waiting: Callable[[], bool] | None = None) -> bool:
+        """Write the batch's report.csv in the helper; False if the helper gave the rewrite up, as asked.
 
         ``meanwhile`` runs here once the request is sent. ``while_waiting``
         is called every quarter second while the helper renders (it may do
@@ -73,7 +76,7 @@ class ReportProcess:
         try:
             child = self._running_child()
             assert child.stdin is not None and child.stdout is not None
-            request = pickle.dumps((batch, counts), protocol=pickle.HIGHEST_PROTOCOL)
+            request = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
             child.stdin.write(_LENGTH.pack(len(request)) + request)
             child.stdin.flush()
             if meanwhile is not None:
@@ -94,7 +97,7 @@ class ReportProcess:
             return answer == "ok"
         log.warning("report process failed for batch %s (%s); writing it here", batch.id, answer or "it exited")
         self.close()  # a new one for the next report
-        self.fallback.write(batch, counts)
+        self.fallback.write_csv(batch)
         return True
 
     def _running_child(self) -> subprocess.Popen[bytes]:
@@ -146,7 +149,7 @@ def _run_meanwhile(work: Callable[[], None]) -> None:
 
 
 def serve(requests: IO[bytes], answers: IO[bytes], writer: ReportWriter, given_up: list[bool] | None = None) -> None:
-    """The helper's loop: one (batch, counts) request in, one line out, until end of input.
+    """The helper's loop: one batch in, its report.csv written, one line out, until end of input.
 
     ``given_up[0]`` is set by the parent's signal (main): the rewrite under
     way stops and answers so. It is cleared as each request starts: a
@@ -158,10 +161,10 @@ def serve(requests: IO[bytes], answers: IO[bytes], writer: ReportWriter, given_u
         if len(header) < _LENGTH.size:
             return
         (size,) = _LENGTH.unpack(header)
-        batch, counts = pickle.loads(requests.read(size))  # from our own parent, over a private pipe
+        batch = pickle.loads(requests.read(size))  # from our own parent, over a private pipe
         asked[0] = False
         try:
-            writer.write(batch, counts)
+            writer.write_csv(batch)
             answers.write(b"ok\n")
         except RewriteGivenUp:
             answers.write(_GIVEN_UP.encode() + b"\n")

@@ -171,12 +171,20 @@ class Reporter:
         def look() -> bool:
             if batch.state == DISPATCHING and (
                     time.monotonic() - self._last_summary.get(batch.seq, -math.inf) >= self._summary_gap(batch.seq)):
-                self.writer.write_summary(batch, self._count(batch.seq))
-                self._last_summary[batch.seq] = time.monotonic()
-                wrote[0] = True
+                wrote[0] = self._write_fresh_summary(batch) or wrote[0]
             return may_give_up and self.ledger.may_be_finished(batch.seq, batch.product)
 
         return look, wrote
+
+    def _write_fresh_summary(self, batch: Batch) -> bool:
+        """Write the batch's summary.json from a fresh count (and its ``updated_at`` as of now), if its
+        state is still ``batch``'s; True if written."""
+        current = self.ledger.get_batch_by_seq(batch.seq)
+        if current.state != batch.state or current.paused != batch.paused:
+            return False  # its next round reports the new state, the CSV first
+        self.writer.write_summary(current, self._count(batch.seq))
+        self._last_summary[batch.seq] = time.monotonic()
+        return True
 
     def _refresh_usage(self) -> None:
         if self.usage is not None and self.usage_lease.held():
@@ -248,17 +256,20 @@ class Reporter:
             # before, both after the last receipt).
             meanwhile = self._refresh_usage if batch.state == COMPLETE else None
             look, wrote_summary = self._while_rewriting(batch)
-            if not self.process.write(batch, counts, meanwhile, look):
+            if not self.process.write_csv(batch, meanwhile, look):
                 # Its last message may have settled meanwhile: the last rewrite comes at
                 # once, from the chunks rendered so far (a million rows: it waited up to
                 # 7 s for a rewrite of half of them, of which it redid most).
                 self._given_up.add(batch.seq)
                 self._last_written.pop(batch.seq, None)
                 return
+            # summary.json is written here, after the CSV: the counts of the request, or a
+            # fresh count if one was shown meanwhile (the request's are older by then; if the
+            # batch was paused meanwhile, its next round writes both files)
             if wrote_summary[0]:
-                # the helper's summary.json has the counts of the request, older than the
-                # one written meanwhile: the last word is a fresh count again
-                self.writer.write_summary(batch, self._count(batch.seq))
+                self._write_fresh_summary(batch)
+            else:
+                self.writer.write_summary(batch, counts)
         else:
             self.writer.write(batch, counts)
         self.ledger.mark_reported(batch.seq, version)

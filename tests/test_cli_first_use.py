@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,14 +29,21 @@ def ftpbatch(root: Path, *argv: str, stdin: str | None = None, command: list[str
     )
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
+@pytest.fixture(scope="module")
+def made_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root made by ``init`` with one product, ``shop``: made once, copied for each test."""
+    root = tmp_path_factory.mktemp("first-use") / "data"
     assert ftpbatch(root, "init", "--no-tls").returncode == 0
     added = ftpbatch(root, "product", "add", "shop", "--password-stdin", "--dial-prefix", "44", "--sender", "MyShop",
                      "--tps", "20", "--callback-url", "https://example.com/hook", stdin="a-long-password\n")
     assert added.returncode == 0, added.stderr
     return root
+
+
+@pytest.fixture
+def root(made_root: Path, tmp_path: Path) -> Path:
+    # a root holds no path of its own (ledger, settings, keys): a copy is a root as init makes it
+    return Path(shutil.copytree(made_root, tmp_path / "data"))
 
 
 def shown(root: Path, name: str = "shop") -> dict[str, object]:

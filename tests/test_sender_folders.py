@@ -157,7 +157,7 @@ def batch_id_of(root: Path, name: str) -> str:
 def test_pause_stops_submits_and_resume_completes_with_nothing_lost(tmp_path: Path, smsc_factory) -> None:
     smsc = smsc_factory("happy", receipt_delay=0.05)
     root = tmp_path / "root"
-    account = add_product(root, "bank", "bank-password", tps=10.0)  # 150 rows: ~15 s
+    account = add_product(root, "bank", "bank-password", tps=20.0)  # 150 rows: ~7 s
     with ServerProcess(root, "--connector", smsc.url()) as server:
         with server.ftp(account) as client:
             upload(client, "slow.csv", slow_batch(150))

@@ -261,7 +261,6 @@ class AcceptedRun(_Run[SubmitResult]):
         return (SubmitResult(i, attempt, f"{prefix}{i + delta}") for i in range(self.first_id, self.last_id + 1))
 
 
-
 @dataclass(slots=True)
 class Receipt:
     """A delivery receipt, correlated by the ledger, not by the connector."""
@@ -295,9 +294,13 @@ class ReceiptRun(_Run[Receipt]):
     error_text: str | None = None
 
     def __post_init__(self) -> None:
-        first, last = self.upstream_first, self.upstream_first + self.size - 1
-        if self.size < 1 or first < 0 or len(str(first)) != len(str(last)):
+        if not self.can_number(self.upstream_first, self.size):
             raise ValueError("a run of receipts holds at least one id, all numbered with as many digits")
+
+    @staticmethod
+    def can_number(first: int, size: int) -> bool:
+        """Whether ids numbered ``first`` .. ``first + size - 1`` can be one run: as many digits each."""
+        return size >= 1 and first >= 0 and len(str(first)) == len(str(first + size - 1))
 
     @property
     def first_upstream_id(self) -> str:
@@ -314,7 +317,6 @@ class ReceiptRun(_Run[Receipt]):
     def __iter__(self) -> Iterator[Receipt]:
         account, status, at, error_text = self.account, self.status, self.at, self.error_text
         return (Receipt(account, u, status, at, error_text) for u in self.upstream_ids())
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,7 +150,7 @@ class SimConnector(Connector):
                 else Receipt(account, f"{prefix}{n}", codes.DELIVERED, now)
                 for n, failed in enumerate(draws, first)
             ]
-        elif len(str(first)) == len(str(first + size - 1)):  # all delivered: one run (models.ReceiptRun)
+        elif ReceiptRun.can_number(first, size):  # all delivered: one run (models.ReceiptRun)
             receipts = ReceiptRun(account, prefix, first, size, codes.DELIVERED, now)
         else:
             receipts = [Receipt(account, f"{prefix}{n}", codes.DELIVERED, now) for n in range(first, first + size)]

@@ -16,6 +16,7 @@ from ..models import AcceptedRun, Receipt, ReceiptRun, SubmitResult
 from .batches import touch_batches, touch_batches_of_messages, touch_batches_where
 from .db import POSTGRESQL, Connection, Database
 from .outbox import queue_callbacks_for_messages, queue_callbacks_for_upstream, queue_callbacks_for_upstream_range
+from .outbox import upstream_range
 from .sql import VALUES_CHUNK, chunks, keys_hint, member_of, values_table
 
 
@@ -245,7 +246,7 @@ class AnswerStore:
         applied again one by one, which tells those already final from those
         to park: the receipts just applied find their messages final.
         """
-        where = "account = ? AND upstream_id BETWEEN ? AND ? AND length(upstream_id) = ?"
+        where = upstream_range()
         params = (run.account, run.first_upstream_id, run.last_upstream_id, len(run.first_upstream_id))
         changed = tx.execute(
             "UPDATE messages SET status = ?, error_text = COALESCE(?, error_text), updated_at = ? "

@@ -73,14 +73,20 @@ def queue_callbacks_for_upstream(tx: Connection, account: str, upstream_ids: Seq
         )
 
 
+def upstream_range(alias: str = "") -> str:
+    """SQL: the messages of an account (``?``) whose upstream ids run from one id (``?``) to another
+    (``?``) and are as long (``?``): a models.ReceiptRun's; ``alias`` is the messages table's ("m.")."""
+    return (f"{alias}account = ? AND {alias}upstream_id BETWEEN ? AND ? "
+            f"AND length({alias}upstream_id) = ?")
+
+
 def queue_callbacks_for_upstream_range(tx: Connection, account: str, first: str, last: str, now: float) -> None:
     """As :func:`queue_callbacks_for_upstream`, for the account's upstream ids from ``first`` to ``last`` of
     their length (a models.ReceiptRun's)."""
     if not _any_callback_url(tx):
         return
     tx.execute(
-        _INSERT_SELECT.format(where="m.account = ? AND m.upstream_id BETWEEN ? AND ? AND length(m.upstream_id) = ? "
-                                    "AND m.updated_at = ?"),
+        _INSERT_SELECT.format(where=f"{upstream_range('m.')} AND m.updated_at = ?"),
         (now, now, account, first, last, len(first), now),
     )
 

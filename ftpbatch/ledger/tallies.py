@@ -37,6 +37,8 @@ _KEPT_BATCHES = 1_000
 
 # (shown status, ever sent) -> messages, parts, receipt timeouts, possible duplicates
 _Sums = dict[tuple[str, bool], tuple[int, int, int, int]]
+# ... the same by chunk: (chunk, (shown status, ever sent)) -> sums
+_ChunkSums = dict[tuple[int, tuple[str, bool]], tuple[int, int, int, int]]
 
 
 def _add(into: _Sums, key: tuple[str, bool], sums: tuple[int, int, int, int]) -> None:
@@ -81,8 +83,7 @@ class StatusCounter:
         return [StatusTally(status, sent, *s) for (status, sent), s in sums.items()]
 
     @staticmethod
-    def _count_rows_after(conn: Connection, batch_seq: int,
-                          after: int) -> tuple[dict[tuple[int, tuple[str, bool]], tuple[int, int, int, int]], int | None]:
+    def _count_rows_after(conn: Connection, batch_seq: int, after: int) -> tuple[_ChunkSums, int | None]:
         """Sums of the batch's rows after row ``after``, by chunk and (shown status, sent); and the first open row."""
         # a message cancelled while in flight is pending until its answer comes or its lease ends
         rows = conn.execute(

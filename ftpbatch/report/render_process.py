@@ -34,15 +34,16 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, TypeVar
 
 from ..models import Batch
 from .files import ReportWriter, RewriteGivenUp
 
 log = logging.getLogger(__name__)
+_Result = TypeVar("_Result")
 
 _LENGTH = struct.Struct(">I")
-# the parent's "give the rewrite under way up" (ReportProcess.write), and the helper's answer to it
+# the parent's "give the rewrite under way up" (ReportProcess.write_csv), and the helper's answer to it
 _GIVE_UP = signal.SIGUSR1
 _GIVEN_UP = "given up"
 # seconds between two calls of while_waiting while the helper renders
@@ -80,14 +81,14 @@ class ReportProcess:
             child.stdin.write(_LENGTH.pack(len(request)) + request)
             child.stdin.flush()
             if meanwhile is not None:
-                _run_meanwhile(meanwhile)
+                _guarded(meanwhile, None)
             # One request at a time, so nothing is buffered unread. Only a helper that has
             # answered once has its signal handler (before it, the signal would end it).
             # Asked again at every look: a signal that came before the helper took the
             # request up is forgotten when it does (serve).
             if while_waiting is not None:
                 while not select.select([child.stdout], [], [], _GIVE_UP_LOOK)[0]:
-                    if _asks(while_waiting) and self._answered_once:
+                    if _guarded(while_waiting, False) and self._answered_once:
                         child.send_signal(_GIVE_UP)
             answer = child.stdout.readline().decode("utf-8", "replace").strip()
         except OSError as exc:
@@ -133,19 +134,14 @@ class ReportProcess:
             child.wait()
 
 
-def _asks(question: Callable[[], bool]) -> bool:
+def _guarded(work: Callable[[], _Result], failed: _Result) -> _Result:
+    """``work()``, or ``failed`` if it raised: the report being written matters more (the work's
+    owner retries it, and a failed look gives nothing up)."""
     try:
-        return question()
-    except Exception:  # a failed look gives nothing up
+        return work()
+    except Exception:
         log.exception("work done while the report process wrote failed")
-        return False
-
-
-def _run_meanwhile(work: Callable[[], None]) -> None:
-    try:
-        work()
-    except Exception:  # the report being written matters more; the work's owner retries it
-        log.exception("work done while the report process wrote failed")
+        return failed
 
 
 def serve(requests: IO[bytes], answers: IO[bytes], writer: ReportWriter, given_up: list[bool] | None = None) -> None:

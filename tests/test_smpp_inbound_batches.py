@@ -102,3 +102,12 @@ def test_an_smsc_that_never_pauses_waits_at_most_the_hold_for_its_answers() -> N
     assert HOLD <= batches[0][0] < arrivals[-1]
     assert len(batches[0][1]) < 60
     assert sorted(session.answered) == list(range(1, 61))
+
+
+def test_a_batch_is_handed_over_once_it_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inbound, "FLUSH_SIZE", 10)
+    arrivals = [i * QUIET / 5 for i in range(25)]
+    batches, session = _gather(arrivals)
+    assert [len(batch) for _, batch in batches] == [10, 10, 5]
+    assert batches[0][0] < arrivals[10]  # at the tenth, not when the stream paused
+    assert sorted(session.answered) == list(range(1, 26))

@@ -35,17 +35,19 @@ from .settings import SmppSettings
 
 log = logging.getLogger("ftpbatch.dispatch.smpp")
 
-# deliver_sm are collected until none came for FLUSH_DELAY seconds, or for at most
-# FLUSH_HOLD seconds after the first, or FLUSH_SIZE of them: then one events call,
-# one ledger write and one round of deliver_sm_resp. An SMSC that waits for our
-# answers before it sends more (its window is full) goes quiet, and is answered
-# FLUSH_DELAY after its last deliver_sm, as when every batch was cut FLUSH_DELAY
-# after its first; one that keeps sending waits at most FLUSH_HOLD for its answers.
-# Cut after the first, 20,000 receipts at ~2,000 a second came in ~1,700 batches of
-# a dozen, each its own ledger write (the sink's most frequent transaction).
+# deliver_sm are collected until none came for FLUSH_DELAY seconds, FLUSH_HOLD seconds
+# after the first, or FLUSH_SIZE of them: then one events call, one ledger write and
+# one round of deliver_sm_resp. An SMSC that waits for our answers before it sends
+# more (its window is full) goes quiet, and is answered FLUSH_DELAY after its last
+# deliver_sm, as when every batch was cut FLUSH_DELAY after its first; one that keeps
+# sending waits at most FLUSH_HOLD for its answers. Cut after the first, 20,000
+# receipts at ~2,000 a second came in ~1,700 batches of a dozen, each its own ledger
+# write (the sink's most frequent transaction); now in ~425. The size bound keeps a
+# write short at high rates (a long one holds the submit answers queued behind it),
+# where the sink's own gathering merges batches anyway.
 FLUSH_DELAY = 0.002
 FLUSH_HOLD = 0.02
-FLUSH_SIZE = 2000
+FLUSH_SIZE = 100
 
 
 class Inbound:
@@ -63,8 +65,10 @@ class Inbound:
         self._mo: list[MoMessage] = []
         self._mo_acks: list[tuple[Session, int]] = []
         self._flush_scheduled = False
-        # loop time of the first and the last deliver_sm collected since the last flush
+        # loop time of the first and the last deliver_sm collected since the last flush,
+        # and the number of flushes so far (a look set for a batch gone does nothing)
         self._first_at = self._last_at = 0.0
+        self._flushes = 0
 
     def on_deliver(self, session: Session, sequence: int, raw: bytes) -> None:
         try:
@@ -111,25 +115,29 @@ class Inbound:
         return True
 
     def _schedule_flush(self) -> None:
+        if len(self._receipts) + len(self._mo) >= FLUSH_SIZE:
+            self.flush()
+            return
         loop = asyncio.get_running_loop()
         self._last_at = loop.time()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._first_at = self._last_at
-            loop.call_at(self._last_at + FLUSH_DELAY, self._flush_when_quiet, loop)
+            loop.call_at(self._last_at + FLUSH_DELAY, self._flush_when_quiet, loop, self._flushes)
 
-    def _flush_when_quiet(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush_when_quiet(self, loop: asyncio.AbstractEventLoop, flushes: int) -> None:
         """Flush, unless the SMSC is still sending: then look again once it may have stopped."""
-        if not self._flush_scheduled:
-            return  # flushed meanwhile (a stop)
+        if flushes != self._flushes:
+            return  # the batch it was set for went already (full, or a stop)
         due = min(self._last_at + FLUSH_DELAY, self._first_at + FLUSH_HOLD)
-        if loop.time() < due and len(self._receipts) + len(self._mo) < FLUSH_SIZE:
-            loop.call_at(due, self._flush_when_quiet, loop)
+        if loop.time() < due:
+            loop.call_at(due, self._flush_when_quiet, loop, flushes)
             return
         self.flush()
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        self._flushes += 1
         events = self._events()
         if events is None:
             return

@@ -3,11 +3,12 @@
 A deliver_sm is decoded (smpp34's codec), recognised as a receipt or an MO
 message, and collected while more keep coming (see FLUSH_DELAY); then the
 receipts go to ``events.receipts`` and the MO messages to
-``events.mo_messages``, each batch with an ``ack`` callable. The dispatcher's sink calls ``ack`` right
-after the ledger transaction that stored the batch; only then does each
-deliver_sm get its deliver_sm_resp, on the session it came on. If the
-gateway dies first, the SMSC still holds them and delivers them again on the
-next bind; the ledger's conditional update makes the repeat harmless.
+``events.mo_messages``, each batch with an ``ack`` callable. The
+dispatcher's sink calls ``ack`` right after the ledger transaction that
+stored the batch; only then does each deliver_sm get its deliver_sm_resp,
+on the session it came on. If the gateway dies first, the SMSC still holds
+them and delivers them again on the next bind; the ledger's conditional
+update makes the repeat harmless.
 
 Answered at once (nothing to store): intermediate receipts (ENROUTE), and
 deliver_sm that cannot be read (logged and counted; answered with
@@ -118,7 +119,8 @@ class Inbound:
         if len(self._receipts) + len(self._mo) >= FLUSH_SIZE:
             self.flush()
             return
-        loop = asyncio.get_running_loop()
+        # the connector's loop as it keeps it: asyncio.get_running_loop() asks the OS for the pid
+        loop = self._loop_of() or asyncio.get_running_loop()
         self._last_at = loop.time()
         if not self._flush_scheduled:
             self._flush_scheduled = True

@@ -213,3 +213,25 @@ def test_summary_json_stays_fresh_while_the_helper_rewrites(gateway: Gateway):
     assert seq == batch.seq
     # written while the helper rendered (its report.csv not there yet), and once more after it
     assert seen[0] is False and seen[-1] is True, seen
+
+
+def test_after_a_long_rewrite_in_the_helper_the_next_is_due_within_the_cap(gateway: Gateway, monkeypatch):
+    """A helper's rewrite is followed by a wait as long as itself, but at most _OFFLOADED_WAIT_MAX: a rewrite
+    of most of a big batch (seconds) is followed by short ones, and waiting as long as it took left the last
+    rewrite, after the last receipt, to format half the batch."""
+    from ftpbatch.report import reporter as reporter_module
+
+    monkeypatch.setattr(reporter_module, "_OFFLOADED_WAIT_MAX", 0.3)
+    batch = _queued_batch(gateway.ledger, 150_000)
+    reporter = gateway.reporter
+    ((seq, version),) = gateway.ledger.unreported_batches()
+    started = time.monotonic()
+    try:
+        reporter.report(batch, version)
+    finally:
+        reporter.process.close()
+    took = time.monotonic() - started
+    assert took > 0.6, f"the rewrite took only {took:.2f} s: too short to tell a capped wait from an uncapped one"
+    done = reporter._last_written[seq][0]
+    assert not reporter._due(reporter._last_written, seq, done + 0.25)
+    assert reporter._due(reporter._last_written, seq, done + 0.31)

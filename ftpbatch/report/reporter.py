@@ -53,6 +53,12 @@ _REWRITE_SHARE = 0.05
 # rewrite only formats what moved since the one before: a helper rewrite is
 # followed by a wait as long as itself, and the last one stays short.
 _OFFLOADED_WEIGHT = 0.05
+# ... but by a wait of at most this many seconds. A rewrite that formats most of
+# the batch (a million rows, once the whole file is read: 7 s) is followed by short
+# ones, which format only what moved meanwhile; waiting as long as it took left the
+# helper idle for the last seconds of sending, and the last rewrite, after the last
+# receipt, then formatted half the batch (1M-row `process`: 2.1-4.8 s after completion).
+_OFFLOADED_WAIT_MAX = 1.0
 # Rounds are at least this far apart: the dispatcher wakes the reporter on
 # every ledger write, hundreds of times a second, and one look a few dozen
 # times a second sees the same.
@@ -280,6 +286,8 @@ class Reporter:
         # and its last rewrite is short (a million rows: 7 s of rendering after the
         # last receipt, when the first rewrite's cost had put the second after the end).
         cost = (done - started) * (_OFFLOADED_WEIGHT if offloaded else 1.0)
+        if offloaded:
+            cost = min(cost, _OFFLOADED_WAIT_MAX * _REWRITE_SHARE)
         self._last_written[batch.seq] = (done, cost)
         self._last_summary[batch.seq] = done
         if batch.state == COMPLETE:

@@ -127,7 +127,9 @@ class BlockQueue:
         for first in range(start, stop, _VALUES_ROWS):
             last_index = min(first + _VALUES_ROWS, stop)
             columns = [getattr(rows, name)[first:last_index] for name in _ROW_COLUMNS]
-            nulls = tuple(all(value is None for value in column) for column in columns)
+            # list.count walks a column in C: the generator over every None of a column with
+            # none set (sender, climsgid, validity) took 0.2 s of a million-row lease
+            nulls = tuple(column[0] is None and column.count(None) == len(column) for column in columns)
             params = list(bound)
             # one pass over the columns' slices (zip), not eight index look-ups a message
             params += chain.from_iterable(zip(*(column for column, null in zip(columns, nulls) if not null)))

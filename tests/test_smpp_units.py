@@ -263,3 +263,51 @@ def test_a_receipt_timeout_in_the_connector_url_wins_over_the_setting(tmp_path) 
         finally:
             gateway.ledger.close()
             gateway.reporter.process.close()
+
+
+# ------------------------------------------------------------ submit_sm templates
+_FIELD_SETS = st.fixed_dictionaries({
+    "source_addr_ton": st.integers(0, 6), "source_addr_npi": st.sampled_from([0, 1, 9]),
+    "dest_addr_ton": st.integers(0, 6), "dest_addr_npi": st.sampled_from([0, 1]),
+    "service_type": st.sampled_from(["", "CMT", "WAP"]), "esm_class": st.sampled_from([0, 0x40]),
+    "data_coding": st.sampled_from([0, 8]), "registered_delivery": st.integers(0, 1),
+}, optional={"validity_period": st.sampled_from(["000000013000000R", "000003000500000R"])})
+
+
+@given(fields=_FIELD_SETS, source=st.sampled_from(["", "MyShop", "447700900123"]),
+       destination=st.text(max_size=24), text=st.binary(max_size=260))
+def test_a_submit_sm_template_writes_smpp34_s_bytes_or_leaves_the_message_to_it(fields, source, destination, text) -> None:
+    """The template is the codec's PDU with the destination and text put in, for any of them it takes;
+    those it does not take (a text over 254 octets, a NUL in the address) are smpp34's to encode or refuse."""
+    from ftpbatch.dispatch.smpp import pdu
+
+    template = pdu.SubmitTemplate.of(source, fields)
+    assert template is not None
+    made = template.submit_sm(0x1234, destination, text)
+    if len(text) > 254 or "\0" in destination:
+        assert made is None
+    else:
+        assert made == pdu.submit_sm(0x1234, source, destination, text, fields)
+
+
+@pytest.mark.parametrize("text, encoding", [
+    ("Hello from the unit test", "gsm7"), ("Grüße {€} " * 30, "gsm7"), ("Привет", "ucs2"), ("Ω😀" * 60, "ucs2"),
+])
+@pytest.mark.parametrize("options", ["", "?sar=1", "?gsm_packed=1", "?source_ton=3&service_type=CMT"])
+def test_a_connector_s_pdus_are_the_same_with_and_without_templates(text: str, encoding: str, options: str,
+                                                                   monkeypatch) -> None:
+    from ftpbatch.dispatch.smpp import pdu
+    from ftpbatch.dispatch.smpp.connector import SmppConnector
+    from ftpbatch.models import OutboundMessage
+
+    messages = [OutboundMessage(n, 1, "p", f"44770090{n:04d}", sender, text, encoding, 1, validity, None)
+                for n, (sender, validity) in enumerate([(None, None), ("MyShop", None), ("+447700900999", 90)])]
+    with_templates = SmppConnector.from_url(f"smpp://a:b@127.0.0.1:1{options}")
+    with_templates._refs = iter(range(10, 100))  # the same concatenation references on both
+    made = [with_templates._make_job(m) for m in messages]
+    if "sar" not in options or len(made[0].parts) == 1:  # SAR parts carry TLVs: smpp34 encodes those
+        assert with_templates._templates and all(with_templates._templates.values())  # the templates were used
+    monkeypatch.setattr(pdu.SubmitTemplate, "of", classmethod(lambda cls, source, fields: None))
+    without = SmppConnector.from_url(f"smpp://a:b@127.0.0.1:1{options}")
+    without._refs = iter(range(10, 100))
+    assert [[p.pdu for p in job.parts] for job in made] == [[p.pdu for p in without._make_job(m).parts] for m in messages]

@@ -98,6 +98,7 @@ class SmppConnector(Connector):
         self._queries = Queries(settings, self.stats, lambda: self._events, self._sender.bucket)
         self._results: list[SubmitResult] = []
         self._commons: dict[tuple[str | None, int | None], tuple[str, dict[str, Any]]] = {}
+        self._templates: dict[tuple[str | None, int | None, int, int, int], pdu.SubmitTemplate | None] = {}
         self._flush_scheduled = False
         self._grace: asyncio.TimerHandle | None = None
         self._sessions: list[Session] = []  # the bound sessions now (binds)
@@ -219,16 +220,39 @@ class SmppConnector(Connector):
         split = self._split or _default_split
         specs: list[Part] = build_parts(message.text, message.encoding, split=split, reference=next(self._refs),
                                         packed=s.gsm_packed, sar=s.sar)
-        source, common = self._common_fields(message.sender, message.validity_minutes)
         last = len(specs) - 1
         bodies = []
         for index, spec in enumerate(specs):
+            registered = 1 if index == last else 0
+            if not spec.tlvs:
+                template = self._template(message.sender, message.validity_minutes, spec.esm_class,
+                                          spec.data_coding, registered)
+                body = template.submit_sm(0, message.destination, spec.short_message) if template else None
+                if body is not None:
+                    bodies.append(body)
+                    continue
+            source, common = self._common_fields(message.sender, message.validity_minutes)
             fields = {**common, "esm_class": spec.esm_class, "data_coding": spec.data_coding,
-                      "registered_delivery": 1 if index == last else 0}
+                      "registered_delivery": registered}
             if spec.tlvs:
                 fields["tlvs"] = [smpp34.Tlv(tag, value) for tag, value in spec.tlvs]
             bodies.append(pdu.submit_sm(0, source, message.destination, spec.short_message, fields))
         return Job(message, bodies)
+
+    def _template(self, sender: str | None, validity_minutes: int | None, esm_class: int, data_coding: int,
+                  registered: int) -> pdu.SubmitTemplate | None:
+        """The submit_sm template of these fields (kept: a batch has few sets; None: smpp34 encodes each)."""
+        key = (sender, validity_minutes, esm_class, data_coding, registered)
+        try:
+            return self._templates[key]
+        except KeyError:
+            pass
+        source, common = self._common_fields(sender, validity_minutes)
+        fields = {**common, "esm_class": esm_class, "data_coding": data_coding, "registered_delivery": registered}
+        if len(self._templates) > 1000:  # bounded, as _commons
+            self._templates.clear()
+        template = self._templates[key] = pdu.SubmitTemplate.of(source, fields)
+        return template
 
     def _common_fields(self, sender: str | None, validity_minutes: int | None) -> tuple[str, dict[str, Any]]:
         """source_addr and the submit_sm fields every message of this sender and validity shares (kept: a batch has few)."""

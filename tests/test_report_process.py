@@ -221,7 +221,7 @@ def test_after_a_long_rewrite_in_the_helper_the_next_is_due_within_the_cap(gatew
     rewrite, after the last receipt, to format half the batch."""
     from ftpbatch.report import reporter as reporter_module
 
-    monkeypatch.setattr(reporter_module, "_OFFLOADED_WAIT_MAX", 0.3)
+    monkeypatch.setattr(reporter_module, "_OFFLOADED_WAIT_MAX", 0.2)
     batch = _queued_batch(gateway.ledger, 150_000)
     reporter = gateway.reporter
     ((seq, version),) = gateway.ledger.unreported_batches()
@@ -231,7 +231,8 @@ def test_after_a_long_rewrite_in_the_helper_the_next_is_due_within_the_cap(gatew
     finally:
         reporter.process.close()
     took = time.monotonic() - started
-    assert took > 0.6, f"the rewrite took only {took:.2f} s: too short to tell a capped wait from an uncapped one"
+    # (the helper's start-up alone is most of a second of CPU)
+    assert took > 0.3, f"the rewrite took only {took:.2f} s: too short to tell a capped wait from an uncapped one"
     done = reporter._last_written[seq][0]
-    assert not reporter._due(reporter._last_written, seq, done + 0.25)
-    assert reporter._due(reporter._last_written, seq, done + 0.31)
+    assert not reporter._due(reporter._last_written, seq, done + 0.15)
+    assert reporter._due(reporter._last_written, seq, done + 0.21)

@@ -285,9 +285,8 @@ class Reporter:
         # seconds while it is sent, each time only the chunks that moved (files.py),
         # and its last rewrite is short (a million rows: 7 s of rendering after the
         # last receipt, when the first rewrite's cost had put the second after the end).
-        cost = (done - started) * (_OFFLOADED_WEIGHT if offloaded else 1.0)
-        if offloaded:
-            cost = min(cost, _OFFLOADED_WAIT_MAX * _REWRITE_SHARE)
+        took = done - started
+        cost = min(took * _OFFLOADED_WEIGHT, _OFFLOADED_WAIT_MAX * _REWRITE_SHARE) if offloaded else took
         self._last_written[batch.seq] = (done, cost)
         self._last_summary[batch.seq] = done
         if batch.state == COMPLETE:

@@ -231,9 +231,8 @@ class SmppConnector(Connector):
                 if body is not None:
                     bodies.append(body)
                     continue
-            source, common = self._common_fields(message.sender, message.validity_minutes)
-            fields = {**common, "esm_class": spec.esm_class, "data_coding": spec.data_coding,
-                      "registered_delivery": registered}
+            source, fields = self._part_fields(message.sender, message.validity_minutes, spec.esm_class,
+                                               spec.data_coding, registered)
             if spec.tlvs:
                 fields["tlvs"] = [smpp34.Tlv(tag, value) for tag, value in spec.tlvs]
             bodies.append(pdu.submit_sm(0, source, message.destination, spec.short_message, fields))
@@ -247,12 +246,17 @@ class SmppConnector(Connector):
             return self._templates[key]
         except KeyError:
             pass
-        source, common = self._common_fields(sender, validity_minutes)
-        fields = {**common, "esm_class": esm_class, "data_coding": data_coding, "registered_delivery": registered}
         if len(self._templates) > 1000:  # bounded, as _commons
             self._templates.clear()
-        template = self._templates[key] = pdu.SubmitTemplate.of(source, fields)
+        template = self._templates[key] = pdu.SubmitTemplate.of(*self._part_fields(*key))
         return template
+
+    def _part_fields(self, sender: str | None, validity_minutes: int | None, esm_class: int, data_coding: int,
+                     registered: int) -> tuple[str, dict[str, Any]]:
+        """source_addr and the submit_sm keyword fields of one part."""
+        source, common = self._common_fields(sender, validity_minutes)
+        return source, {**common, "esm_class": esm_class, "data_coding": data_coding,
+                        "registered_delivery": registered}
 
     def _common_fields(self, sender: str | None, validity_minutes: int | None) -> tuple[str, dict[str, Any]]:
         """source_addr and the submit_sm fields every message of this sender and validity shares (kept: a batch has few)."""
